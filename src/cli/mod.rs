@@ -1,0 +1,202 @@
+//! The `callgate` command line (SPEC 2). `anyhow` lives here only: below
+//! this edge every module has its own error type.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad config.
+
+mod send;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::Config;
+use crate::gateway::{DRAIN, Gateway};
+
+#[derive(Parser, Debug)]
+#[command(name = "callgate", version, about = "Gateway for instant-messaging third-party callbacks")]
+pub struct Cli {
+    /// Log line format (levels come from RUST_LOG, default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway.
+    Run {
+        /// Config file [default: $CALLGATE_CONFIG, else routes.yaml]
+        #[arg(short = 'c', long = "config", env = "CALLGATE_CONFIG", default_value = "routes.yaml")]
+        config: PathBuf,
+    },
+    /// Load and validate a config, print a summary; exit 2 listing every problem.
+    Check {
+        /// Config file [default: $CALLGATE_CONFIG, else routes.yaml]
+        #[arg(short = 'c', long = "config", env = "CALLGATE_CONFIG", default_value = "routes.yaml")]
+        config: PathBuf,
+    },
+    /// Write a development PKI: CA, server certificate (localhost, 127.0.0.1), IM-side client certificate.
+    Certs {
+        #[arg(long, default_value = "certs/dev")]
+        out: PathBuf,
+    },
+    /// Send one callback as the IM backend would, and print the answer.
+    Send(send::SendArgs),
+}
+
+/// Why the command failed, and so its exit code.
+enum Failure {
+    Config(anyhow::Error),
+    Runtime(anyhow::Error),
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help and version to stdout and exits 0 for them,
+            // and usage errors to stderr with 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    init_logging(cli.log_format);
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Run { config } => run(&config),
+        Command::Check { config } => check(&config),
+        Command::Certs { out } => certs(&out),
+        Command::Send(args) => runtime()?.block_on(send::send(args)).map_err(Failure::Runtime),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .map_err(Failure::Runtime)
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+    };
+}
+
+fn load(path: &Path) -> Result<Config, Failure> {
+    Config::load(path).map_err(|e| {
+        Failure::Config(anyhow::anyhow!(
+            "invalid config {}:\n  - {}",
+            path.display(),
+            e.problems.join("\n  - ")
+        ))
+    })
+}
+
+fn check(path: &Path) -> Result<(), Failure> {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("{}: INVALID, {} problem(s):", path.display(), e.problems.len());
+            for p in &e.problems {
+                println!("  - {p}");
+            }
+            return Err(Failure::Config(anyhow::anyhow!("{} is not a valid config", path.display())));
+        }
+    };
+    println!("{}: OK", path.display());
+    println!("listeners:");
+    for l in &config.listeners {
+        println!("  {} {} ({})", l.addr, l.mode(), l.name);
+    }
+    println!("admin: {}", config.admin.addr);
+    println!("apps: {}", config.apps.keys().map(u64::to_string).collect::<Vec<_>>().join(", "));
+    println!("upstreams:");
+    for u in config.upstreams.values() {
+        println!("  {} -> {}", u.name, u.url);
+    }
+    println!("routes (first match wins):");
+    for r in &config.routes {
+        let app = r.sdkappid.map(|a| format!(" sdkappid={a}")).unwrap_or_default();
+        let kind = r.kind.map(|k| format!(" kind={k:?}").to_lowercase()).unwrap_or_default();
+        println!(
+            "  {}{app}{kind} -> [{}] policy={:?}",
+            r.pattern,
+            r.upstreams.join(", "),
+            r.policy
+        );
+    }
+    for w in &config.warnings {
+        println!("warning: {w}");
+    }
+    Ok(())
+}
+
+fn certs(out: &Path) -> Result<(), Failure> {
+    let pki = crate::certs::generate().context("cannot generate certificates").map_err(Failure::Runtime)?;
+    let written = pki
+        .write(out)
+        .with_context(|| format!("cannot write certificates to {}", out.display()))
+        .map_err(Failure::Runtime)?;
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    println!("These are for development only: the CA key is on this disk.");
+    Ok(())
+}
+
+fn run(path: &Path) -> Result<(), Failure> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        // SIGHUP's default action kills the process: take it over before
+        // anything slow happens.
+        let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP").map_err(Failure::Runtime)?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM").map_err(Failure::Runtime)?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT").map_err(Failure::Runtime)?;
+        let config = load(path)?;
+        let gateway = Gateway::start(config).await.map_err(|e| Failure::Runtime(e.into()))?;
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "callgate ready");
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading config");
+                    let _ = gateway.reload().await;
+                }
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+            }
+        }
+        tracing::info!("shutting down: draining requests in flight");
+        gateway.shutdown(DRAIN).await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}

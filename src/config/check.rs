@@ -1,0 +1,341 @@
+//! Turns the raw schema into a [`Config`], collecting every problem.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::schema::{RawConfig, RawDelivery, RawLimits};
+use super::units::{expand_env, parse_duration, parse_size};
+use super::*;
+
+/// Collects problems while resolving, so one pass reports all of them.
+struct Problems<'a> {
+    list: Vec<String>,
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, p: impl Into<String>) {
+        self.list.push(p.into());
+    }
+
+    /// Expands `${VAR}` in a string value; unset variables become problems.
+    fn text(&mut self, what: &str, value: &str) -> String {
+        match expand_env(value, self.lookup) {
+            Ok(v) => v,
+            Err(missing) => {
+                for m in missing {
+                    self.add(format!("{what}: {m}"));
+                }
+                String::new()
+            }
+        }
+    }
+
+    fn duration(&mut self, what: &str, value: Option<&str>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(v) => {
+                let v = self.text(what, v);
+                parse_duration(&v).unwrap_or_else(|e| {
+                    self.add(format!("{what}: {e}"));
+                    default
+                })
+            }
+        }
+    }
+
+    fn addr(&mut self, what: &str, value: &str) -> Option<SocketAddr> {
+        let v = self.text(what, value);
+        match v.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.add(format!("{what}: {v:?} is not an address such as 127.0.0.1:8080"));
+                None
+            }
+        }
+    }
+
+    fn path(&mut self, what: &str, base: &Path, value: &str) -> PathBuf {
+        let v = self.text(what, value);
+        base.join(v)
+    }
+
+    fn deadline(&mut self, what: &str, d: Duration) {
+        if d.is_zero() || d > MAX_DEADLINE {
+            self.add(format!(
+                "{what}: {} must be above 0 and at most 2s (IM stops waiting at 2s)",
+                humantime::format_duration(d)
+            ));
+        }
+    }
+}
+
+pub(super) fn resolve(
+    raw: RawConfig,
+    source: &Path,
+    base: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut p = Problems {
+        list: Vec::new(),
+        lookup,
+    };
+    let mut warnings = Vec::new();
+
+    let listeners = listeners(&raw, base, &mut p, &mut warnings);
+    let admin = Admin {
+        addr: match &raw.admin {
+            Some(a) => p.addr("admin.addr", &a.addr),
+            None => None,
+        }
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
+    };
+    if listeners.iter().any(|l| l.addr == admin.addr) {
+        p.add(format!("admin.addr {} is also a listener address", admin.addr));
+    }
+    if !admin.addr.ip().is_loopback() {
+        warnings.push(format!(
+            "admin.addr {} is not a loopback address: /config and /reload become reachable from the network",
+            admin.addr
+        ));
+    }
+
+    let apps = apps(&raw, &mut p);
+    let limits = limits(&raw.limits, &mut p);
+    let defaults = Defaults {
+        deadline: p.duration("defaults.deadline", raw.defaults.deadline.as_deref(), Duration::from_millis(1500)),
+        on_timeout: raw.defaults.on_timeout.unwrap_or(OnTimeout::Allow),
+        strict_commands: raw.defaults.strict_commands.unwrap_or(false),
+    };
+    p.deadline("defaults.deadline", defaults.deadline);
+    let delivery = delivery(&raw.delivery, base, &mut p);
+    let upstreams = upstreams(&raw, base, &mut p, &mut warnings);
+    let routes = routes(&raw, &upstreams, &mut p);
+
+    if !p.list.is_empty() {
+        return Err(ConfigError { problems: p.list });
+    }
+    Ok(Config {
+        source: source.to_path_buf(),
+        listeners,
+        admin,
+        apps,
+        limits,
+        defaults,
+        delivery,
+        upstreams,
+        routes,
+        warnings,
+    })
+}
+
+fn listeners(raw: &RawConfig, base: &Path, p: &mut Problems<'_>, warnings: &mut Vec<String>) -> Vec<Listener> {
+    if raw.listeners.is_empty() {
+        p.add("listeners: at least one listener is required");
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, l) in raw.listeners.iter().enumerate() {
+        let what = format!("listeners[{i}]");
+        let Some(addr) = p.addr(&format!("{what}.addr"), &l.addr) else {
+            continue;
+        };
+        if !seen.insert(addr) {
+            p.add(format!("{what}.addr: duplicate listener address {addr}"));
+        }
+        let tls = l.tls.as_ref().map(|t| ListenerTls {
+            cert: p.path(&format!("{what}.tls.cert"), base, &t.cert),
+            key: p.path(&format!("{what}.tls.key"), base, &t.key),
+            client_ca: t.client_ca.as_ref().map(|c| p.path(&format!("{what}.tls.client_ca"), base, c)),
+        });
+        if let Some(t) = &tls {
+            if let Err(e) = crate::tls::server_config(&t.cert, &t.key, t.client_ca.as_deref()) {
+                p.add(format!("{what}.tls: {e}"));
+            }
+            if let Some(w) = crate::tls::loose_key_permissions(&t.key) {
+                warnings.push(format!("{what}.tls.key: {w}"));
+            }
+        }
+        let name = match &l.name {
+            Some(n) => p.text(&format!("{what}.name"), n),
+            None => addr.to_string(),
+        };
+        out.push(Listener { name, addr, tls });
+    }
+    out
+}
+
+fn apps(raw: &RawConfig, p: &mut Problems<'_>) -> BTreeMap<u64, App> {
+    if raw.apps.is_empty() {
+        p.add("apps: at least one app is required");
+    }
+    let mut apps = BTreeMap::new();
+    for (i, a) in raw.apps.iter().enumerate() {
+        let token = a.token.as_ref().map(|t| p.text(&format!("apps[{i}].token"), t));
+        if matches!(&token, Some(t) if t.is_empty()) {
+            p.add(format!("apps[{i}].token: empty token (remove the key to disable Sign checks)"));
+        }
+        let app = App {
+            sdkappid: a.sdkappid,
+            token: token.map(Secret::new),
+        };
+        if apps.insert(a.sdkappid, app).is_some() {
+            p.add(format!("apps[{i}]: duplicate sdkappid {}", a.sdkappid));
+        }
+    }
+    apps
+}
+
+fn limits(raw: &RawLimits, p: &mut Problems<'_>) -> Limits {
+    let max_body = match &raw.max_body {
+        None => 1024 * 1024,
+        Some(v) => {
+            let v = p.text("limits.max_body", v);
+            parse_size(&v).unwrap_or_else(|e| {
+                p.add(format!("limits.max_body: {e}"));
+                0
+            })
+        }
+    };
+    let limits = Limits {
+        max_body,
+        header_timeout: p.duration("limits.header_timeout", raw.header_timeout.as_deref(), Duration::from_secs(5)),
+        idle_timeout: p.duration("limits.idle_timeout", raw.idle_timeout.as_deref(), Duration::from_secs(60)),
+        max_connections: raw.max_connections.unwrap_or(10_000),
+        sign_window: p.duration("limits.sign_window", raw.sign_window.as_deref(), Duration::from_secs(60)),
+    };
+    if limits.max_body == 0 {
+        p.add("limits.max_body: must be above 0");
+    }
+    if limits.max_connections == 0 {
+        p.add("limits.max_connections: must be above 0");
+    }
+    for (what, d) in [
+        ("limits.header_timeout", limits.header_timeout),
+        ("limits.idle_timeout", limits.idle_timeout),
+    ] {
+        if d.is_zero() {
+            p.add(format!("{what}: must be above 0"));
+        }
+    }
+    limits
+}
+
+fn delivery(raw: &RawDelivery, base: &Path, p: &mut Problems<'_>) -> Delivery {
+    let d = Delivery {
+        outbox: p.path("delivery.outbox", base, raw.outbox.as_deref().unwrap_or("data/outbox")),
+        max_attempts: raw.max_attempts.unwrap_or(8),
+        backoff: p.duration("delivery.backoff", raw.backoff.as_deref(), Duration::from_millis(200)),
+        max_backoff: p.duration("delivery.max_backoff", raw.max_backoff.as_deref(), Duration::from_secs(30)),
+        max_age: p.duration("delivery.max_age", raw.max_age.as_deref(), Duration::from_secs(3600)),
+        max_pending: raw.max_pending.unwrap_or(100_000),
+    };
+    if d.max_attempts == 0 {
+        p.add("delivery.max_attempts: must be at least 1");
+    }
+    if d.backoff.is_zero() {
+        p.add("delivery.backoff: must be above 0");
+    }
+    if d.max_backoff < d.backoff {
+        p.add("delivery.max_backoff: must not be below delivery.backoff");
+    }
+    if d.max_pending == 0 {
+        p.add("delivery.max_pending: must be above 0");
+    }
+    d
+}
+
+fn upstreams(
+    raw: &RawConfig,
+    base: &Path,
+    p: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> BTreeMap<String, Upstream> {
+    let mut out = BTreeMap::new();
+    for (name, u) in &raw.upstreams {
+        let what = format!("upstreams.{name}");
+        let text = p.text(&format!("{what}.url"), &u.url);
+        let url = match text.parse::<http::Uri>() {
+            Ok(url) if matches!(url.scheme_str(), Some("http" | "https")) && url.host().is_some() => url,
+            Ok(_) => {
+                p.add(format!("{what}.url: {text:?} must be an http:// or https:// URL with a host"));
+                continue;
+            }
+            Err(e) => {
+                p.add(format!("{what}.url: {text:?} is not a URL ({e})"));
+                continue;
+            }
+        };
+        let timeout = u
+            .timeout
+            .as_deref()
+            .map(|t| p.duration(&format!("{what}.timeout"), Some(t), Duration::ZERO));
+        if timeout == Some(Duration::ZERO) {
+            p.add(format!("{what}.timeout: must be above 0"));
+        }
+        let up = Upstream {
+            name: name.clone(),
+            timeout,
+            ca: u.ca.as_ref().map(|c| p.path(&format!("{what}.ca"), base, c)),
+            client_cert: u.client_cert.as_ref().map(|c| p.path(&format!("{what}.client_cert"), base, c)),
+            client_key: u.client_key.as_ref().map(|c| p.path(&format!("{what}.client_key"), base, c)),
+            url,
+        };
+        let identity = match (&up.client_cert, &up.client_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => {
+                p.add(format!("{what}: client_cert and client_key go together"));
+                None
+            }
+        };
+        if (up.url.scheme_str() == Some("https") || up.ca.is_some() || identity.is_some())
+            && let Err(e) = crate::tls::client_config(up.ca.as_deref(), identity)
+        {
+            p.add(format!("{what}: {e}"));
+        }
+        if let Some(w) = up.client_key.as_deref().and_then(crate::tls::loose_key_permissions) {
+            warnings.push(format!("{what}.client_key: {w}"));
+        }
+        out.insert(name.clone(), up);
+    }
+    out
+}
+
+fn routes(raw: &RawConfig, upstreams: &BTreeMap<String, Upstream>, p: &mut Problems<'_>) -> Vec<Route> {
+    let mut out = Vec::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        let what = format!("routes[{i}]");
+        let pattern = p.text(&format!("{what}.match"), &r.pattern);
+        if pattern.is_empty() {
+            p.add(format!("{what}.match: must not be empty"));
+        }
+        if r.upstreams.is_empty() {
+            p.add(format!("{what}.upstreams: at least one upstream is required"));
+        }
+        for u in &r.upstreams {
+            if !upstreams.contains_key(u) && !raw.upstreams.contains_key(u) {
+                p.add(format!("{what}.upstreams: unknown upstream {u:?}"));
+            }
+        }
+        let deadline = r
+            .deadline
+            .as_deref()
+            .map(|d| p.duration(&format!("{what}.deadline"), Some(d), Duration::ZERO));
+        if let Some(d) = deadline {
+            p.deadline(&format!("{what}.deadline"), d);
+        }
+        out.push(Route {
+            pattern,
+            sdkappid: r.sdkappid,
+            upstreams: r.upstreams.clone(),
+            policy: r.policy.unwrap_or_default(),
+            deadline,
+            on_timeout: r.on_timeout,
+            kind: r.kind,
+        });
+    }
+    out
+}

@@ -1,0 +1,245 @@
+//! A running gateway: binds the listeners and the admin address, serves,
+//! reloads, and drains on shutdown. Used by `callgate run` and, in
+//! process, by the integration tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::deliver::Deliverer;
+use crate::metrics::Metrics;
+use crate::server::{ConnLimits, serve_listener};
+use crate::state::{Shared, Snapshot};
+
+/// Requests in flight get this long to finish at shutdown (SPEC 5).
+pub const DRAIN: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    Upstream(#[from] crate::upstream::UpstreamError),
+}
+
+struct ListenerSlot {
+    addr: SocketAddr,
+    tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+}
+
+/// Reloads the config from its file: validated in full first, then
+/// swapped in atomically; on any problem the old config keeps serving.
+pub struct Reloader {
+    shared: Arc<Shared>,
+    source: PathBuf,
+    listeners: Vec<ListenerSlot>,
+    admin: SocketAddr,
+    /// One reload at a time, so generations are installed in order.
+    lock: Mutex<()>,
+}
+
+impl Reloader {
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub async fn reload(&self) -> Result<u64, Vec<String>> {
+        let _one_at_a_time = self.lock.lock().await;
+        let result = self.try_reload();
+        self.shared.metrics.reload(result.is_ok());
+        match &result {
+            Ok(generation) => tracing::info!(generation, "config reloaded"),
+            Err(problems) => tracing::error!(problems = ?problems, "config reload refused; the previous config keeps serving"),
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<u64, Vec<String>> {
+        let config = Config::load(&self.source).map_err(|e| e.problems)?;
+        // Certificates are loaded before anything is swapped, so a bad file
+        // leaves both the old routes and the old certificates in force.
+        let mut new_tls = Vec::new();
+        for listener in &config.listeners {
+            let slot = self.listeners.iter().find(|s| s.addr == listener.addr);
+            match (slot, &listener.tls) {
+                (Some(ListenerSlot { tls: Some(current), .. }), Some(t)) => {
+                    let cfg = crate::tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())
+                        .map_err(|e| vec![e.to_string()])?;
+                    new_tls.push((current.clone(), cfg));
+                }
+                (Some(_), _) => tracing::warn!(
+                    addr = %listener.addr,
+                    "listener TLS mode changed: this needs a restart; the old mode keeps serving"
+                ),
+                (None, _) => tracing::warn!(
+                    addr = %listener.addr,
+                    "new listener address: this needs a restart; it is not served until then"
+                ),
+            }
+        }
+        for slot in &self.listeners {
+            if !config.listeners.iter().any(|l| l.addr == slot.addr) {
+                tracing::warn!(addr = %slot.addr, "listener removed from config: it keeps serving until a restart");
+            }
+        }
+        if config.admin.addr != self.admin {
+            tracing::warn!(addr = %config.admin.addr, "admin address changed: this needs a restart");
+        }
+        for w in &config.warnings {
+            tracing::warn!("{w}");
+        }
+        let generation = self.shared.install(config).map_err(|e| vec![e.to_string()])?;
+        for (current, cfg) in new_tls {
+            current.store(cfg);
+        }
+        Ok(generation)
+    }
+}
+
+pub struct Gateway {
+    reloader: Arc<Reloader>,
+    listener_addrs: Vec<SocketAddr>,
+    admin_addr: SocketAddr,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Gateway {
+    /// Binds every address (all or nothing), then starts serving.
+    pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        for w in &config.warnings {
+            tracing::warn!("{w}");
+        }
+        let limits = ConnLimits {
+            header_timeout: config.limits.header_timeout,
+            idle_timeout: config.limits.idle_timeout,
+        };
+        let mut bound = Vec::new();
+        for l in &config.listeners {
+            let socket = TcpListener::bind(l.addr).await.map_err(|source| StartError::Bind {
+                addr: l.addr,
+                what: format!("listener {}", l.name),
+                source,
+            })?;
+            let tls = match &l.tls {
+                Some(t) => Some(Arc::new(ArcSwap::new(crate::tls::server_config(
+                    &t.cert,
+                    &t.key,
+                    t.client_ca.as_deref(),
+                )?))),
+                None => None,
+            };
+            bound.push((l.clone(), socket, tls));
+        }
+        let admin = TcpListener::bind(config.admin.addr).await.map_err(|source| StartError::Bind {
+            addr: config.admin.addr,
+            what: "admin".into(),
+            source,
+        })?;
+        let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
+            addr: config.admin.addr,
+            what: "admin".into(),
+            source,
+        })?;
+
+        let slots = Arc::new(Semaphore::new(config.limits.max_connections.min(Semaphore::MAX_PERMITS)));
+        let source = config.source.clone();
+        let deliverer = Deliverer::new(config.delivery.max_pending);
+        let snapshot = Snapshot::build(config, 1, None)?;
+        let shared = Shared::new(snapshot, Arc::new(Metrics::new()), deliverer);
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+
+        let mut listener_addrs = Vec::new();
+        let mut slots_by_addr = Vec::new();
+        for (l, socket, tls) in bound {
+            let addr = socket.local_addr().map_err(|source| StartError::Bind {
+                addr: l.addr,
+                what: format!("listener {}", l.name),
+                source,
+            })?;
+            tracing::info!(listener = %l.name, %addr, mode = l.mode(), "listening");
+            listener_addrs.push(addr);
+            slots_by_addr.push(ListenerSlot {
+                addr: l.addr,
+                tls: tls.clone(),
+            });
+            tasks.spawn(serve_listener(
+                socket,
+                Arc::from(l.name.as_str()),
+                tls,
+                shared.clone(),
+                limits,
+                slots.clone(),
+                tasks.clone(),
+                stop.clone(),
+            ));
+        }
+        let reloader = Arc::new(Reloader {
+            shared: shared.clone(),
+            source,
+            listeners: slots_by_addr,
+            admin: admin_addr,
+            lock: Mutex::new(()),
+        });
+        tracing::info!(addr = %admin_addr, "admin listening");
+        tasks.spawn(crate::admin::serve(admin, reloader.clone(), tasks.clone(), stop.clone()));
+        shared.set_ready();
+        Ok(Gateway {
+            reloader,
+            listener_addrs,
+            admin_addr,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Bound addresses, in config order (useful with port 0).
+    pub fn listener_addrs(&self) -> &[SocketAddr] {
+        &self.listener_addrs
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        self.reloader.shared()
+    }
+
+    pub async fn reload(&self) -> Result<u64, Vec<String>> {
+        self.reloader.reload().await
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to `grace`),
+    /// then gives notification deliveries what is left of it.
+    pub async fn shutdown(self, grace: Duration) {
+        let shared = self.reloader.shared().clone();
+        shared.start_draining();
+        self.stop.cancel();
+        self.tasks.close();
+        let started = tokio::time::Instant::now();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!(open = self.tasks.len(), "drain window over: closing connections still open");
+        }
+        let left = grace.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+        let unfinished = shared.deliverer.shutdown(left).await;
+        if unfinished > 0 {
+            tracing::warn!(unfinished, "notification deliveries still pending at exit are lost (in-memory queue)");
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! callgate: a gateway for instant-messaging (Tencent Cloud IM format)
+//! third-party callbacks. See README.md for what it does and why.
+//!
+//! The flow of one callback, module by module: `server` accepts it (TLS in
+//! `tls`), `validate` checks it against `config` and the `catalog`,
+//! `route` picks its upstreams, then `decide` answers a decision under its
+//! deadline or `deliver` queues a notification; `upstream` talks to the
+//! backends and `respond` shapes every answer of the gateway's own.
+
+pub mod admin;
+pub mod catalog;
+pub mod certs;
+pub mod cli;
+pub mod config;
+pub mod decide;
+pub mod deliver;
+pub mod gateway;
+pub mod metrics;
+pub mod respond;
+pub mod route;
+pub mod server;
+pub mod state;
+pub mod tls;
+pub mod upstream;
+pub mod validate;
+
+pub use config::Config;
+pub use gateway::Gateway;

@@ -1,0 +1,198 @@
+//! Prometheus metrics (SPEC 6). One registry per gateway, no global state,
+//! so tests can run several gateways in one process.
+//!
+//! Label values are bounded: commands are catalog names (anything else is
+//! `other`), upstreams are config names, outcomes and results are fixed
+//! words. A sender can therefore not grow the label space.
+
+use std::borrow::Cow;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::catalog::{self, Kind};
+
+pub type Label = Cow<'static, str>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub command: Label,
+    pub outcome: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum KindLabel {
+    decision,
+    notification,
+    rejected,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: KindLabel,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: Label,
+    pub result: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: Label,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<KindLabels, Histogram>,
+    pub upstream_requests: Family<UpstreamLabels, Counter>,
+    pub fallbacks: Family<ReasonLabels, Counter>,
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub config_generation: Gauge,
+    pub deliveries: Family<UpstreamLabels, Counter>,
+    pub outbox_pending: Gauge,
+    pub connections: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::default();
+        // 0.5 ms .. ~2 s: the interesting range of a decision under a 2 s cap.
+        let request_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 5.0,
+            ])
+        });
+        let upstream_requests = Family::default();
+        let fallbacks = Family::default();
+        let config_reloads = Family::default();
+        let config_generation = Gauge::default();
+        let deliveries = Family::default();
+        let outbox_pending = Gauge::default();
+        let connections = Gauge::default();
+        // prometheus-client appends `_total` to counters itself.
+        registry.register("callgate_requests", "Callbacks answered, by command and outcome", requests.clone());
+        registry.register(
+            "callgate_request_duration_seconds",
+            "Time from a callback's arrival to its answer, by kind",
+            request_duration.clone(),
+        );
+        registry.register(
+            "callgate_upstream_requests",
+            "Requests to upstreams, by result (ok, error, timeout, bad_answer)",
+            upstream_requests.clone(),
+        );
+        registry.register("callgate_fallbacks", "Decisions answered by the gateway's fallback, by reason", fallbacks.clone());
+        registry.register("callgate_config_reloads", "Config reloads, by result", config_reloads.clone());
+        registry.register("callgate_config_generation", "Generation of the config in force", config_generation.clone());
+        registry.register(
+            "callgate_deliveries",
+            "Notification delivery attempts, by upstream and result (delivered, retried, dead, dropped)",
+            deliveries.clone(),
+        );
+        registry.register("callgate_outbox_pending", "Notification deliveries not yet finished", outbox_pending.clone());
+        registry.register("callgate_open_connections", "Client connections currently open", connections.clone());
+        Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_requests,
+            fallbacks,
+            config_reloads,
+            config_generation,
+            deliveries,
+            outbox_pending,
+            connections,
+        }
+    }
+
+    /// The command as a label: catalog names only, so the label space stays
+    /// bounded whatever senders put in the query.
+    pub fn command_label(command: Option<&str>) -> Label {
+        match command.and_then(catalog::lookup) {
+            Some(c) => Cow::Borrowed(c.name),
+            None if command.is_none() => Cow::Borrowed("none"),
+            None => Cow::Borrowed("other"),
+        }
+    }
+
+    pub fn request(&self, command: Label, outcome: &'static str, kind: Option<Kind>, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                command,
+                outcome: Cow::Borrowed(outcome),
+            })
+            .inc();
+        let kind = match kind {
+            Some(Kind::Decision) => KindLabel::decision,
+            Some(Kind::Notification) => KindLabel::notification,
+            None => KindLabel::rejected,
+        };
+        self.request_duration.get_or_create(&KindLabels { kind }).observe(seconds);
+    }
+
+    pub fn upstream(&self, upstream: &str, result: &'static str) {
+        self.upstream_requests
+            .get_or_create(&UpstreamLabels {
+                upstream: Cow::Owned(upstream.to_owned()),
+                result: Cow::Borrowed(result),
+            })
+            .inc();
+    }
+
+    pub fn fallback(&self, reason: &'static str) {
+        self.fallbacks
+            .get_or_create(&ReasonLabels {
+                reason: Cow::Borrowed(reason),
+            })
+            .inc();
+    }
+
+    pub fn delivery(&self, upstream: &str, result: &'static str) {
+        self.deliveries
+            .get_or_create(&UpstreamLabels {
+                upstream: Cow::Owned(upstream.to_owned()),
+                result: Cow::Borrowed(result),
+            })
+            .inc();
+    }
+
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.config_reloads
+            .get_or_create(&ResultLabels {
+                result: Cow::Borrowed(result),
+            })
+            .inc();
+    }
+
+    /// The registry in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The content type prometheus-client's text output is in.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -1,0 +1,132 @@
+//! Every answer callgate itself gives to IM, built in one place: failure
+//! answers of the checks (SPEC 4.1), the fallback answers of decisions and
+//! the acknowledgement of notifications. Each carries `x-callgate-outcome`.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use crate::config::OnTimeout;
+use crate::validate::body::BodyError;
+use crate::validate::{QueryError, SignError};
+
+pub const OUTCOME_HEADER: &str = "x-callgate-outcome";
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+pub type Body = Full<Bytes>;
+
+/// How a callback was answered: the value of `x-callgate-outcome` and the
+/// `outcome` label of `callgate_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Upstream,
+    Fallback,
+    Queued,
+    Unrouted,
+    Rejected,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Upstream => "upstream",
+            Outcome::Fallback => "fallback",
+            Outcome::Queued => "queued",
+            Outcome::Unrouted => "unrouted",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// Why a callback was refused. The variants follow SPEC 4.1's order.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    #[error("method not allowed: callbacks are POST")]
+    Method,
+    #[error("{0}")]
+    Query(#[from] QueryError),
+    #[error("unknown SdkAppid {0}")]
+    UnknownApp(u64),
+    #[error("missing CallbackCommand")]
+    MissingCommand,
+    #[error("{0}")]
+    Sign(#[from] SignError),
+    #[error("body larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("body not received in time")]
+    BodyTimeout,
+    #[error("cannot read body: {0}")]
+    BodyRead(String),
+    #[error("{0}")]
+    Body(#[from] BodyError),
+    #[error("unknown command {0} (strict_commands)")]
+    UnknownCommand(String),
+    #[error("notification queue is full")]
+    QueueFull,
+}
+
+impl Rejection {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::Method => StatusCode::METHOD_NOT_ALLOWED,
+            Rejection::Query(_) | Rejection::MissingCommand => StatusCode::BAD_REQUEST,
+            Rejection::UnknownApp(_) => StatusCode::FORBIDDEN,
+            Rejection::Sign(_) => StatusCode::UNAUTHORIZED,
+            Rejection::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Rejection::BodyRead(_) | Rejection::Body(_) | Rejection::UnknownCommand(_) => StatusCode::BAD_REQUEST,
+            Rejection::QueueFull => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The JSON failure answer. `ErrorCode` repeats the HTTP status: it is
+    /// non-zero, stable, and tells IM-side logs the class of failure.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let status = self.status();
+        let body = serde_json::json!({
+            "ActionStatus": "FAIL",
+            "ErrorCode": status.as_u16(),
+            "ErrorInfo": self.to_string(),
+        });
+        let mut response = json(status, Bytes::from(body.to_string()), Outcome::Rejected, request_id);
+        if matches!(self, Rejection::Method) {
+            response.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        response
+    }
+}
+
+const OK_BODY: &str = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#;
+const DENY_BODY: &str = r#"{"ActionStatus":"OK","ErrorInfo":"rejected by gateway","ErrorCode":1}"#;
+
+/// The answer when the gateway decides itself.
+pub fn fallback(on_timeout: OnTimeout, request_id: &str) -> Response<Body> {
+    let body = match on_timeout {
+        OnTimeout::Allow => OK_BODY,
+        OnTimeout::Deny => DENY_BODY,
+    };
+    json(StatusCode::OK, Bytes::from_static(body.as_bytes()), Outcome::Fallback, request_id)
+}
+
+/// The plain OK: notifications queued or unrouted.
+pub fn ok(outcome: Outcome, request_id: &str) -> Response<Body> {
+    json(StatusCode::OK, Bytes::from_static(OK_BODY.as_bytes()), outcome, request_id)
+}
+
+/// An upstream's answer, byte for byte.
+pub fn upstream(body: Bytes, request_id: &str) -> Response<Body> {
+    json(StatusCode::OK, body, Outcome::Upstream, request_id)
+}
+
+fn json(status: StatusCode, body: Bytes, outcome: Outcome, request_id: &str) -> Response<Body> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(OUTCOME_HEADER, HeaderValue::from_static(outcome.as_str()));
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert(REQUEST_ID_HEADER, id);
+    }
+    response
+}

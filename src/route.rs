@@ -1,0 +1,191 @@
+//! The routing table: which upstreams get a command, and how its answer is
+//! decided. Built once per config generation; lookups never allocate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::catalog::{self, Kind};
+use crate::config::{Config, OnTimeout, Policy};
+
+/// A `match:` pattern: an exact command name, or a glob where `*` matches
+/// any run of characters (dots included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pattern {
+    Exact(String),
+    Glob(Vec<String>),
+}
+
+impl Pattern {
+    pub fn new(text: &str) -> Self {
+        if text.contains('*') {
+            Pattern::Glob(text.split('*').map(str::to_owned).collect())
+        } else {
+            Pattern::Exact(text.to_owned())
+        }
+    }
+
+    pub fn matches(&self, command: &str) -> bool {
+        match self {
+            Pattern::Exact(name) => name == command,
+            Pattern::Glob(parts) => glob_matches(parts, command),
+        }
+    }
+}
+
+/// `parts` are the pieces between `*`s: the first must be a prefix, the last
+/// a suffix, and the middle ones must appear in order (leftmost match is
+/// enough for `*`-only globs).
+fn glob_matches(parts: &[String], text: &str) -> bool {
+    let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
+        return true;
+    };
+    if parts.len() == 1 {
+        return first == text;
+    }
+    let Some(mut rest) = text.strip_prefix(first.as_str()) else {
+        return false;
+    };
+    if rest.len() < last.len() {
+        return false;
+    }
+    let tail_start = rest.len() - last.len();
+    if !rest.is_char_boundary(tail_start) || &rest[tail_start..] != last {
+        return false;
+    }
+    rest = &rest[..tail_start];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle.as_str()) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// One route, resolved against the defaults of its config.
+#[derive(Debug)]
+pub struct RouteEntry {
+    pub index: usize,
+    pub pattern: Pattern,
+    pub sdkappid: Option<u64>,
+    pub upstreams: Vec<Arc<str>>,
+    pub policy: Policy,
+    pub deadline: Duration,
+    pub on_timeout: OnTimeout,
+    pub kind: Option<Kind>,
+}
+
+/// What routing decided for one callback.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'a> {
+    pub kind: Kind,
+    pub route: Option<&'a RouteEntry>,
+    pub deadline: Duration,
+    pub on_timeout: OnTimeout,
+}
+
+#[derive(Debug)]
+pub struct RouteTable {
+    routes: Vec<RouteEntry>,
+    default_deadline: Duration,
+    default_on_timeout: OnTimeout,
+}
+
+impl RouteTable {
+    pub fn new(config: &Config) -> Self {
+        let routes = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(index, r)| RouteEntry {
+                index,
+                pattern: Pattern::new(&r.pattern),
+                sdkappid: r.sdkappid,
+                upstreams: r.upstreams.iter().map(|u| Arc::from(u.as_str())).collect(),
+                policy: r.policy,
+                deadline: r.deadline.unwrap_or(config.defaults.deadline),
+                on_timeout: r.on_timeout.unwrap_or(config.defaults.on_timeout),
+                kind: r.kind,
+            })
+            .collect();
+        Self {
+            routes,
+            default_deadline: config.defaults.deadline,
+            default_on_timeout: config.defaults.on_timeout,
+        }
+    }
+
+    /// First route whose pattern (and app filter) fits wins.
+    pub fn find(&self, command: &str, sdkappid: u64) -> Option<&RouteEntry> {
+        self.routes
+            .iter()
+            .find(|r| r.sdkappid.is_none_or(|id| id == sdkappid) && r.pattern.matches(command))
+    }
+
+    /// Routes a command: the route (if any) and its kind, deadline and
+    /// fallback. A route's `kind:` overrides the catalog.
+    pub fn route(&self, command: &str, sdkappid: u64) -> Decision<'_> {
+        let route = self.find(command, sdkappid);
+        let kind = route
+            .and_then(|r| r.kind)
+            .or_else(|| catalog::lookup(command).map(|c| c.kind))
+            .unwrap_or_else(|| catalog::kind_by_name(command));
+        Decision {
+            kind,
+            route,
+            deadline: route.map_or(self.default_deadline, |r| r.deadline),
+            on_timeout: route.map_or(self.default_on_timeout, |r| r.on_timeout),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn exact_and_glob_patterns() {
+        let p = Pattern::new("Group.CallbackAfter*");
+        assert!(p.matches("Group.CallbackAfterNewMemberJoin"));
+        assert!(p.matches("Group.CallbackAfter"));
+        assert!(!p.matches("Group.CallbackBeforeSendMsg"));
+        assert!(!p.matches("C2C.CallbackAfterSendMsg"));
+        assert!(Pattern::new("*").matches(""));
+        assert!(Pattern::new("*").matches("anything.at.all"));
+        assert!(Pattern::new("*.CallbackBefore*").matches("C2C.CallbackBeforeSendMsg"));
+        assert!(!Pattern::new("*.CallbackBefore*").matches("C2C.CallbackAfterSendMsg"));
+        assert!(Pattern::new("a*b*a").matches("aba"));
+        assert!(!Pattern::new("a*a").matches("a"));
+        assert!(Pattern::new("Sns.CallbackFriendAdd").matches("Sns.CallbackFriendAdd"));
+        assert!(!Pattern::new("Sns.CallbackFriendAdd").matches("Sns.CallbackFriendAddX"));
+    }
+
+    /// Reference matcher: plain backtracking, obviously correct and slow.
+    fn reference(p: &[char], t: &[char]) -> bool {
+        match (p.first(), t.first()) {
+            (None, None) => true,
+            (None, Some(_)) => false,
+            (Some('*'), _) => reference(&p[1..], t) || (!t.is_empty() && reference(p, &t[1..])),
+            (Some(c), Some(d)) => c == d && reference(&p[1..], &t[1..]),
+            (Some(_), None) => false,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn glob_agrees_with_reference(p in "[ab.*]{0,8}", t in "[ab.é]{0,10}") {
+            let pc: Vec<char> = p.chars().collect();
+            let tc: Vec<char> = t.chars().collect();
+            prop_assert_eq!(Pattern::new(&p).matches(&t), reference(&pc, &tc));
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! One callback, from arrival to answer: the checks of SPEC 4.1 in order,
+//! then routing, then a decision under its deadline or a queued
+//! notification. Ends with one log line and the request metrics.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body as _, Incoming};
+use tokio::time::Instant;
+
+use crate::catalog::{self, Kind};
+use crate::decide::{self, Budget, UpstreamResult, Verdict};
+use crate::metrics::Metrics;
+use crate::respond::{self, Body, Outcome, Rejection};
+use crate::state::{Shared, Snapshot};
+use crate::upstream::Forward;
+use crate::validate::{self, body::check_body};
+
+/// What the connection knows about its client.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// `http` or `https`, for `x-forwarded-proto`.
+    pub proto: &'static str,
+    pub listener: Arc<str>,
+}
+
+/// Facts gathered along the way, for the log line and the metrics.
+#[derive(Default)]
+struct Trace {
+    sdkappid: Option<u64>,
+    command: Option<String>,
+    kind: Option<Kind>,
+    route: Option<usize>,
+    results: Vec<UpstreamResult>,
+    detail: Option<String>,
+}
+
+pub async fn handle(shared: Arc<Shared>, peer: Arc<Peer>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let arrival = Instant::now();
+    let request_id = format!("{:032x}", fastrand::u128(..));
+    let snapshot = shared.load();
+    let mut trace = Trace::default();
+    let (response, outcome) = match process(&shared, &snapshot, &peer, request, arrival, &request_id, &mut trace).await {
+        Ok(done) => done,
+        Err(rejection) => {
+            trace.detail = Some(rejection.to_string());
+            (rejection.into_response(&request_id), Outcome::Rejected)
+        }
+    };
+    let elapsed = arrival.elapsed();
+    shared.metrics.request(
+        Metrics::command_label(trace.command.as_deref()),
+        outcome.as_str(),
+        trace.kind,
+        elapsed.as_secs_f64(),
+    );
+    tracing::info!(
+        target: "callgate::callback",
+        request_id = %request_id,
+        listener = %peer.listener,
+        peer = %peer.addr,
+        sdkappid = trace.sdkappid,
+        command = trace.command.as_deref().unwrap_or(""),
+        kind = trace.kind.map(|k| match k { Kind::Decision => "decision", Kind::Notification => "notification" }),
+        route = trace.route,
+        outcome = outcome.as_str(),
+        status = response.status().as_u16(),
+        upstreams = %Results(&trace.results),
+        detail = trace.detail.as_deref(),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        "callback"
+    );
+    Ok(response)
+}
+
+async fn process(
+    shared: &Arc<Shared>,
+    snapshot: &Snapshot,
+    peer: &Peer,
+    request: Request<Incoming>,
+    arrival: Instant,
+    request_id: &str,
+    trace: &mut Trace,
+) -> Result<(Response<Body>, Outcome), Rejection> {
+    let config = &snapshot.config;
+    if request.method() != Method::POST {
+        return Err(Rejection::Method);
+    }
+    let raw_query: Arc<str> = Arc::from(request.uri().query().unwrap_or(""));
+    let query = validate::parse_query(&raw_query)?;
+    trace.sdkappid = Some(query.sdkappid);
+    let app = config.apps.get(&query.sdkappid).ok_or(Rejection::UnknownApp(query.sdkappid))?;
+    let command = query.command.as_deref().ok_or(Rejection::MissingCommand)?;
+    trace.command = Some(command.to_owned());
+    if let Some(token) = &app.token {
+        validate::verify_sign(
+            token.expose(),
+            query.request_time.as_deref(),
+            query.sign.as_deref(),
+            config.limits.sign_window,
+            SystemTime::now(),
+        )?;
+    }
+
+    let body = read_body(request.into_body(), config.limits.max_body, arrival + config.limits.header_timeout).await?;
+    let spec = catalog::lookup(command);
+    check_body(&body, command, spec)?;
+    if config.defaults.strict_commands && spec.is_none() {
+        return Err(Rejection::UnknownCommand(command.to_owned()));
+    }
+
+    let routed = snapshot.routes.route(command, query.sdkappid);
+    trace.kind = Some(routed.kind);
+    let Some(route) = routed.route else {
+        if routed.kind == Kind::Decision {
+            shared.metrics.fallback(decide::FallbackReason::NoRoute.label());
+        }
+        return Ok((unrouted(routed.kind, routed.on_timeout, request_id), Outcome::Unrouted));
+    };
+    trace.route = Some(route.index);
+    let fwd = Forward {
+        query: raw_query.clone(),
+        body,
+        request_id: Arc::from(request_id),
+        peer: peer.addr.ip(),
+        proto: peer.proto,
+    };
+    match routed.kind {
+        Kind::Decision => {
+            let budget = Budget {
+                deadline: arrival + routed.deadline,
+                max_answer: usize::try_from(config.limits.max_body).unwrap_or(usize::MAX),
+            };
+            let decided = decide::decide(snapshot, route, &fwd, budget, &shared.metrics).await;
+            trace.results = decided.results;
+            match decided.verdict {
+                Verdict::Upstream { body, .. } => Ok((respond::upstream(body, request_id), Outcome::Upstream)),
+                Verdict::Fallback(reason) => {
+                    shared.metrics.fallback(reason.label());
+                    trace.detail = Some(format!("fallback: {}", reason.label()));
+                    Ok((respond::fallback(routed.on_timeout, request_id), Outcome::Fallback))
+                }
+            }
+        }
+        Kind::Notification => {
+            shared
+                .deliverer
+                .enqueue(shared, &fwd, &route.upstreams)
+                .map_err(|_| Rejection::QueueFull)?;
+            Ok((respond::ok(Outcome::Queued, request_id), Outcome::Queued))
+        }
+    }
+}
+
+/// No route: a decision gets the fallback (at once), a notification a
+/// plain OK. Both are reported as `unrouted`.
+fn unrouted(kind: Kind, on_timeout: crate::config::OnTimeout, request_id: &str) -> Response<Body> {
+    let mut response = match kind {
+        Kind::Decision => respond::fallback(on_timeout, request_id),
+        Kind::Notification => respond::ok(Outcome::Unrouted, request_id),
+    };
+    response.headers_mut().insert(
+        respond::OUTCOME_HEADER,
+        http::HeaderValue::from_static(Outcome::Unrouted.as_str()),
+    );
+    response
+}
+
+/// Reads the whole body, at most `max` bytes, by `deadline`. A declared
+/// length over the limit is refused before a byte of it is read.
+async fn read_body(body: Incoming, max: u64, deadline: Instant) -> Result<Bytes, Rejection> {
+    if body.size_hint().lower() > max {
+        return Err(Rejection::TooLarge(max));
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let collected = tokio::time::timeout_at(deadline, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| Rejection::BodyTimeout)?;
+    match collected {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Rejection::TooLarge(max)),
+        Err(e) => Err(Rejection::BodyRead(e.to_string())),
+    }
+}
+
+/// Per-upstream results as `name=result[:code]/ms`, for the log line.
+struct Results<'a>(&'a [UpstreamResult]);
+
+impl fmt::Display for Results<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{}={}", r.upstream, r.result)?;
+            if let Some(code) = r.code {
+                write!(f, ":{code}")?;
+            }
+            write!(f, "/{}ms", r.elapsed.as_millis())?;
+        }
+        Ok(())
+    }
+}

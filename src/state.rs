@@ -1,0 +1,105 @@
+//! The live state every request reads: one immutable [`Snapshot`] per
+//! config generation behind an `ArcSwap`. A request loads the snapshot once
+//! and keeps it to its end, so a reload never changes a request halfway.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::deliver::Deliverer;
+use crate::metrics::Metrics;
+use crate::route::RouteTable;
+use crate::upstream::{UpstreamClient, UpstreamError};
+
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Arc<Config>,
+    pub routes: RouteTable,
+    pub upstreams: HashMap<Arc<str>, Arc<UpstreamClient>>,
+}
+
+impl Snapshot {
+    /// Builds the snapshot for `config`. Upstream clients whose settings did
+    /// not change are taken over from `previous`, keeping their pooled
+    /// connections.
+    pub fn build(config: Config, generation: u64, previous: Option<&Snapshot>) -> Result<Self, UpstreamError> {
+        let mut upstreams = HashMap::with_capacity(config.upstreams.len());
+        for (name, up) in &config.upstreams {
+            let reused = previous
+                .and_then(|p| p.upstreams.get(name.as_str()))
+                .filter(|c| c.config == *up)
+                .cloned();
+            let client = match reused {
+                Some(c) => c,
+                None => Arc::new(UpstreamClient::new(up)?),
+            };
+            upstreams.insert(Arc::from(name.as_str()), client);
+        }
+        Ok(Self {
+            generation,
+            routes: RouteTable::new(&config),
+            config: Arc::new(config),
+            upstreams,
+        })
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<&Arc<UpstreamClient>> {
+        self.upstreams.get(name)
+    }
+}
+
+/// Everything shared by the listeners, the admin server and the delivery
+/// workers of one running gateway.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: Arc<Metrics>,
+    pub deliverer: Deliverer,
+    ready: AtomicBool,
+    draining: AtomicBool,
+    next_generation: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(first: Snapshot, metrics: Arc<Metrics>, deliverer: Deliverer) -> Arc<Self> {
+        metrics.config_generation.set(first.generation as i64);
+        let next = first.generation + 1;
+        Arc::new(Self {
+            snapshot: ArcSwap::from_pointee(first),
+            metrics,
+            deliverer,
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            next_generation: AtomicU64::new(next),
+        })
+    }
+
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Validates nothing (the caller already has a valid `Config`): builds
+    /// the next snapshot and swaps it in atomically.
+    pub fn install(&self, config: Config) -> Result<u64, UpstreamError> {
+        let generation = self.next_generation.fetch_add(1, Ordering::SeqCst);
+        let current = self.snapshot.load();
+        let next = Snapshot::build(config, generation, Some(&current))?;
+        self.snapshot.store(Arc::new(next));
+        self.metrics.config_generation.set(generation as i64);
+        Ok(generation)
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,253 @@
+//! Upstream backends: one pooled keep-alive client per upstream (its TLS
+//! settings are its own), and the request callgate sends them (SPEC 4.4).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::Upstream;
+
+/// Idle pooled connections are closed before a typical backend's own
+/// keep-alive timeout would close them under us (hyper#2136).
+const POOL_IDLE: Duration = Duration::from_secs(20);
+const POOL_MAX_IDLE_PER_HOST: usize = 64;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {name}: {source}")]
+    Tls {
+        name: String,
+        source: crate::tls::TlsError,
+    },
+    #[error("upstream {name}: cannot build request URL: {reason}")]
+    Url { name: String, reason: String },
+}
+
+/// Why one call to an upstream produced no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("transport: {0}")]
+    Transport(#[from] hyper_util::client::legacy::Error),
+    #[error("timed out")]
+    Timeout,
+    #[error("answer body: {0}")]
+    Body(String),
+    #[error("bad request: {0}")]
+    Request(#[from] http::Error),
+}
+
+impl CallError {
+    /// The `result` label of `callgate_upstream_requests_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CallError::Timeout => "timeout",
+            CallError::Body(_) => "bad_answer",
+            CallError::Transport(_) | CallError::Request(_) => "error",
+        }
+    }
+}
+
+/// What callgate forwards: shared by every upstream of a callback, cheap
+/// to clone (the body is reference-counted, never copied).
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// The callback's query string, as received.
+    pub query: Arc<str>,
+    pub body: Bytes,
+    pub request_id: Arc<str>,
+    pub peer: IpAddr,
+    pub proto: &'static str,
+}
+
+/// An upstream's HTTP answer (any status), body capped in size.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+pub struct UpstreamClient {
+    pub config: Upstream,
+    client: HttpsClient,
+    /// Upstream URL split so the callback query can be appended cheaply.
+    scheme_authority_path: String,
+    own_query: Option<String>,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamClient").field("name", &self.config.name).finish()
+    }
+}
+
+impl UpstreamClient {
+    pub fn new(config: &Upstream) -> Result<Self, UpstreamError> {
+        let identity = match (&config.client_cert, &config.client_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        };
+        let tls = crate::tls::client_config(config.ca.as_deref(), identity).map_err(|source| {
+            UpstreamError::Tls {
+                name: config.name.clone(),
+                source,
+            }
+        })?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+            .build(https);
+        let url = &config.url;
+        let (Some(scheme), Some(authority)) = (url.scheme_str(), url.authority()) else {
+            return Err(UpstreamError::Url {
+                name: config.name.clone(),
+                reason: "URL needs a scheme and a host".into(),
+            });
+        };
+        Ok(Self {
+            config: config.clone(),
+            client,
+            scheme_authority_path: format!("{scheme}://{authority}{}", url.path()),
+            own_query: url.query().map(str::to_owned),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The URL a callback is sent to: the upstream's own query string is
+    /// kept and the callback's is appended.
+    pub fn target(&self, callback_query: &str) -> String {
+        let mut url = String::with_capacity(self.scheme_authority_path.len() + callback_query.len() + 2);
+        url.push_str(&self.scheme_authority_path);
+        let parts = [self.own_query.as_deref(), Some(callback_query)];
+        let mut sep = '?';
+        for part in parts.into_iter().flatten().filter(|p| !p.is_empty()) {
+            url.push(sep);
+            url.push_str(part);
+            sep = '&';
+        }
+        url
+    }
+
+    /// One attempt: POST the callback, read the answer (at most
+    /// `max_answer` bytes). Bounded by the upstream's `timeout` when set,
+    /// else by `default_timeout`; callers add their own deadline on top.
+    pub async fn call(&self, fwd: &Forward, max_answer: usize, default_timeout: Duration) -> Result<Answer, CallError> {
+        let timeout = self.config.timeout.unwrap_or(default_timeout);
+        match tokio::time::timeout(timeout, self.call_inner(fwd, max_answer)).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::Timeout),
+        }
+    }
+
+    async fn call_inner(&self, fwd: &Forward, max_answer: usize) -> Result<Answer, CallError> {
+        let uri: Uri = self
+            .target(&fwd.query)
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| CallError::Request(e.into()))?;
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header("x-request-id", &*fwd.request_id)
+            .header("x-forwarded-for", fwd.peer.to_string())
+            .header("x-forwarded-proto", fwd.proto)
+            .body(Full::new(fwd.body.clone()))?;
+        let response = self.client.request(request).await?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), max_answer)
+            .collect()
+            .await
+            .map_err(|e| CallError::Body(e.to_string()))?
+            .to_bytes();
+        Ok(Answer { status, body })
+    }
+}
+
+/// The decision an upstream's answer carries, when it counts (SPEC 4.2):
+/// HTTP 200 and a JSON object whose `ErrorCode` is an integer.
+pub fn verdict(answer: &Answer) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Verdict {
+        #[serde(rename = "ErrorCode")]
+        code: i64,
+    }
+    if answer.status != StatusCode::OK {
+        return None;
+    }
+    // serde would also read a struct from a JSON array; only objects count.
+    let first = answer.body.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' {
+        return None;
+    }
+    serde_json::from_slice::<Verdict>(&answer.body).ok().map(|v| v.code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    #[test]
+    fn only_200_objects_with_integer_codes_count() {
+        assert_eq!(verdict(&answer(200, r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#)), Some(0));
+        assert_eq!(verdict(&answer(200, r#" {"ErrorCode":1,"MsgBody":[]}"#)), Some(1));
+        assert_eq!(verdict(&answer(200, r#"{"ErrorCode":10100}"#)), Some(10100));
+        assert_eq!(verdict(&answer(500, r#"{"ErrorCode":0}"#)), None);
+        assert_eq!(verdict(&answer(200, r#"{"ErrorCode":"0"}"#)), None);
+        assert_eq!(verdict(&answer(200, r#"{"ErrorCode":1.5}"#)), None);
+        assert_eq!(verdict(&answer(200, r#"{"ActionStatus":"OK"}"#)), None);
+        assert_eq!(verdict(&answer(200, r#"[1]"#)), None);
+        assert_eq!(verdict(&answer(200, "ok")), None);
+        assert_eq!(verdict(&answer(200, "")), None);
+    }
+
+    #[test]
+    fn target_keeps_the_upstream_query() {
+        let mk = |url: &str| {
+            UpstreamClient::new(&Upstream {
+                name: "u".into(),
+                url: url.parse().unwrap(),
+                timeout: None,
+                ca: None,
+                client_cert: None,
+                client_key: None,
+            })
+            .unwrap()
+        };
+        assert_eq!(mk("http://127.0.0.1:9/im").target("SdkAppid=1"), "http://127.0.0.1:9/im?SdkAppid=1");
+        assert_eq!(mk("http://127.0.0.1:9/im?k=v").target("SdkAppid=1"), "http://127.0.0.1:9/im?k=v&SdkAppid=1");
+        assert_eq!(mk("http://127.0.0.1:9").target(""), "http://127.0.0.1:9/");
+    }
+}
