@@ -92,7 +92,7 @@ pub(super) fn resolve(
         }
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
     };
-    if listeners.iter().any(|l| l.addr == admin.addr) {
+    if admin.addr.port() != 0 && listeners.iter().any(|l| l.addr == admin.addr) {
         p.add(format!("admin.addr {} is also a listener address", admin.addr));
     }
     if !admin.addr.ip().is_loopback() {
@@ -142,7 +142,8 @@ fn listeners(raw: &RawConfig, base: &Path, p: &mut Problems<'_>, warnings: &mut 
         let Some(addr) = p.addr(&format!("{what}.addr"), &l.addr) else {
             continue;
         };
-        if !seen.insert(addr) {
+        // Port 0 asks the OS for a free port: never a duplicate.
+        if addr.port() != 0 && !seen.insert(addr) {
             p.add(format!("{what}.addr: duplicate listener address {addr}"));
         }
         let tls = l.tls.as_ref().map(|t| ListenerTls {
