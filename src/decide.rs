@@ -100,7 +100,9 @@ pub async fn decide(snapshot: &Snapshot, route: &RouteEntry, fwd: &Forward, budg
         let client = client.clone();
         calls.push(async move {
             let outcome = match client {
-                Some(c) => c.call(&fwd, budget.max_answer, remaining(budget.deadline)).await,
+                // The deadline bounds the call from outside; only an upstream's
+                // own `timeout` may end it sooner.
+                Some(c) => c.call(&fwd, budget.max_answer, None).await,
                 // Validation rules this out; count it as a failure if a
                 // snapshot ever names an upstream it lacks.
                 None => Err(CallError::Body("upstream missing from config".into())),
@@ -169,14 +171,10 @@ pub async fn decide(snapshot: &Snapshot, route: &RouteEntry, fwd: &Forward, budg
     Decided { verdict, results }
 }
 
-fn remaining(deadline: Instant) -> Duration {
-    deadline.saturating_duration_since(Instant::now())
-}
-
 /// A mirror gets the callback; its answer is only logged and counted.
 fn spawn_mirror(name: Arc<str>, client: Arc<UpstreamClient>, fwd: Forward, budget: Budget, metrics: Arc<Metrics>) {
     tokio::spawn(async move {
-        let call = client.call(&fwd, budget.max_answer, remaining(budget.deadline));
+        let call = client.call(&fwd, budget.max_answer, None);
         let label = match tokio::time::timeout_at(budget.deadline, call).await {
             Err(_) => "timeout",
             Ok(Err(e)) => e.label(),

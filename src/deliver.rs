@@ -98,7 +98,7 @@ async fn deliver(
             tracing::warn!(request_id = %fwd.request_id, upstream = %name, "notification dead-lettered: upstream removed from config");
             break;
         };
-        let error = match client.call(&fwd, MAX_ANSWER, DEFAULT_ATTEMPT_TIMEOUT).await {
+        let error = match client.call(&fwd, MAX_ANSWER, Some(DEFAULT_ATTEMPT_TIMEOUT)).await {
             Ok(answer) if answer.status.is_success() => {
                 metrics.delivery(&name, "delivered");
                 tracing::debug!(request_id = %fwd.request_id, upstream = %name, attempt, "notification delivered");

@@ -156,12 +156,19 @@ impl UpstreamClient {
 
     /// One attempt: POST the callback, read the answer (at most
     /// `max_answer` bytes). Bounded by the upstream's `timeout` when set,
-    /// else by `default_timeout`; callers add their own deadline on top.
-    pub async fn call(&self, fwd: &Forward, max_answer: usize, default_timeout: Duration) -> Result<Answer, CallError> {
-        let timeout = self.config.timeout.unwrap_or(default_timeout);
-        match tokio::time::timeout(timeout, self.call_inner(fwd, max_answer)).await {
-            Ok(result) => result,
-            Err(_) => Err(CallError::Timeout),
+    /// else by `default_timeout` if any; callers add their own deadline.
+    pub async fn call(
+        &self,
+        fwd: &Forward,
+        max_answer: usize,
+        default_timeout: Option<Duration>,
+    ) -> Result<Answer, CallError> {
+        match self.config.timeout.or(default_timeout) {
+            None => self.call_inner(fwd, max_answer).await,
+            Some(limit) => match tokio::time::timeout(limit, self.call_inner(fwd, max_answer)).await {
+                Ok(result) => result,
+                Err(_) => Err(CallError::Timeout),
+            },
         }
     }
 
