@@ -21,7 +21,12 @@ use crate::metrics;
 
 type Body = Full<Bytes>;
 
-pub async fn serve(listener: TcpListener, reloader: Arc<Reloader>, tasks: TaskTracker, stop: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    reloader: Arc<Reloader>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
         let accepted = tokio::select! {
@@ -60,7 +65,10 @@ async fn route(reloader: &Reloader, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         (&Method::GET, "/metrics") => {
             let mut r = Response::new(Full::new(Bytes::from(shared.metrics.encode())));
-            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            );
             r
         }
         (&Method::GET, "/config") => {
@@ -71,7 +79,10 @@ async fn route(reloader: &Reloader, req: Request<Incoming>) -> Response<Body> {
             )
         }
         (&Method::POST, "/reload") => match reloader.reload().await {
-            Ok(generation) => json(StatusCode::OK, &serde_json::json!({ "result": "ok", "generation": generation })),
+            Ok(generation) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "result": "ok", "generation": generation }),
+            ),
             Err(problems) => json(
                 StatusCode::BAD_REQUEST,
                 &serde_json::json!({ "result": "error", "problems": problems }),
@@ -87,13 +98,17 @@ async fn route(reloader: &Reloader, req: Request<Incoming>) -> Response<Body> {
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }

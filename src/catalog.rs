@@ -17,7 +17,9 @@ use std::sync::LazyLock;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    /// IM waits for the answer and acts on its `ErrorCode`.
     Decision,
+    /// IM ignores the answer.
     Notification,
 }
 
@@ -39,6 +41,7 @@ pub enum JsonType {
 
 impl JsonType {
     /// The wording used in error messages ("field X must be a ...").
+    #[must_use]
     pub const fn describe(self) -> &'static str {
         match self {
             JsonType::Str => "string",
@@ -50,11 +53,14 @@ impl JsonType {
     }
 }
 
-/// A required top-level body field (per event for [`Shape::Batch`]).
+/// A checked top-level body field (per event for [`Shape::Batch`]).
 #[derive(Debug)]
 pub struct Field {
     pub name: &'static str,
     pub ty: JsonType,
+    /// Absent is an error. When false the field is only type-checked when
+    /// present (`EventTime`, missing from older IM samples).
+    pub required: bool,
 }
 
 /// How a command's body is laid out.
@@ -84,30 +90,38 @@ const fn s(name: &'static str) -> Field {
     Field {
         name,
         ty: JsonType::Str,
+        required: true,
     }
 }
 const fn i(name: &'static str) -> Field {
     Field {
         name,
         ty: JsonType::Int,
+        required: true,
     }
 }
 const fn a(name: &'static str) -> Field {
     Field {
         name,
         ty: JsonType::Arr,
+        required: true,
     }
 }
 const fn o(name: &'static str) -> Field {
     Field {
         name,
         ty: JsonType::Obj,
+        required: true,
     }
 }
-/// `EventTime`: milliseconds (seconds for `Push.*`), number or numeric string.
+/// `EventTime`: milliseconds (seconds for `Push.*`), number or numeric
+/// string. Type-checked when present but never required: IM samples from
+/// before 2022-12 lack it on many commands, and it carries nothing the
+/// gateway needs.
 const ET: Field = Field {
     name: "EventTime",
     ty: JsonType::IntOrStr,
+    required: false,
 };
 
 const D: Kind = Kind::Decision;
@@ -121,12 +135,7 @@ const fn cmd(name: &'static str, kind: Kind, fields: &'static [Field]) -> Comman
         fields,
     }
 }
-const fn shaped(
-    name: &'static str,
-    kind: Kind,
-    shape: Shape,
-    fields: &'static [Field],
-) -> Command {
+const fn shaped(name: &'static str, kind: Kind, shape: Shape, fields: &'static [Field]) -> Command {
     Command {
         name,
         kind,
@@ -281,11 +290,7 @@ pub static COMMANDS: &[Command] = &[
             ET,
         ],
     ),
-    cmd(
-        "C2C.CallbackAfterMsgReadAll",
-        N,
-        &[s("Report_Account"), ET],
-    ),
+    cmd("C2C.CallbackAfterMsgReadAll", N, &[s("Report_Account"), ET]),
     // 2.6 Group — 1047/3436x-3437x, 269/1619, 269/2661, 269/2930, 269/73141,
     // 269/76156, 269/78206, 269/10535x, 269/126476, 269/129193 samples.
     // Owner_Account/MemberList are left out where a group can be ownerless or
@@ -531,12 +536,7 @@ pub static COMMANDS: &[Command] = &[
     cmd(
         "OfficialAccount.CallbackAfterCreateOfficialAccount",
         N,
-        &[
-            s("Operator_Account"),
-            s("Official_Account"),
-            s("Name"),
-            ET,
-        ],
+        &[s("Operator_Account"), s("Official_Account"), s("Name"), ET],
     ),
     cmd(
         "OfficialAccount.CallbackAfterOfficialAccountInfoChanged",
@@ -624,18 +624,18 @@ static BY_NAME: LazyLock<HashMap<&'static str, &'static Command>> =
     LazyLock::new(|| COMMANDS.iter().map(|c| (c.name, c)).collect());
 
 /// The catalog entry for an exact command name (case-sensitive, as IM sends it).
+#[must_use]
 pub fn lookup(name: &str) -> Option<&'static Command> {
     BY_NAME.get(name).copied()
 }
 
 /// The kind of any command: the catalog's, else guessed from the name
 /// (`CallbackBefore` / `CallbackPrev` are decisions, everything else notifies).
+#[must_use]
 pub fn kind_by_name(name: &str) -> Kind {
     match lookup(name) {
         Some(c) => c.kind,
-        None if name.contains("CallbackBefore") || name.contains("CallbackPrev") => {
-            Kind::Decision
-        }
+        None if name.contains("CallbackBefore") || name.contains("CallbackPrev") => Kind::Decision,
         None => Kind::Notification,
     }
 }
@@ -649,7 +649,11 @@ mod tests {
     fn names_are_unique_and_cover_the_reference() {
         let names: HashSet<_> = COMMANDS.iter().map(|c| c.name).collect();
         assert_eq!(names.len(), COMMANDS.len(), "duplicate command name");
-        assert_eq!(COMMANDS.len(), 61, "callbacks.md §2.1–2.10 lists 61 commands");
+        assert_eq!(
+            COMMANDS.len(),
+            61,
+            "callbacks.md §2.1–2.10 lists 61 commands"
+        );
     }
 
     #[test]
@@ -717,14 +721,23 @@ mod tests {
     #[test]
     fn kind_by_name_uses_catalog_then_rule() {
         assert_eq!(kind_by_name("Sns.CallbackPrevFriendAdd"), Kind::Decision);
-        assert_eq!(kind_by_name("Group.CallbackAfterNewMemberJoin"), Kind::Notification);
+        assert_eq!(
+            kind_by_name("Group.CallbackAfterNewMemberJoin"),
+            Kind::Notification
+        );
         assert_eq!(kind_by_name("State.StateChange"), Kind::Notification);
         assert_eq!(kind_by_name("Push.OfflinePush"), Kind::Notification);
         // not catalogued: name rule
         assert_eq!(kind_by_name("Room.CallbackBeforeEnterRoom"), Kind::Decision);
         assert_eq!(kind_by_name("Foo.CallbackPrevBar"), Kind::Decision);
-        assert_eq!(kind_by_name("Call.CallbackAfterStartCall"), Kind::Notification);
-        assert_eq!(kind_by_name("Live.CallbackAfterMemberStateChanged"), Kind::Notification);
+        assert_eq!(
+            kind_by_name("Call.CallbackAfterStartCall"),
+            Kind::Notification
+        );
+        assert_eq!(
+            kind_by_name("Live.CallbackAfterMemberStateChanged"),
+            Kind::Notification
+        );
         assert_eq!(kind_by_name(""), Kind::Notification);
         assert_eq!(kind_by_name("callbackbefore"), Kind::Notification);
     }

@@ -55,7 +55,10 @@ pub struct UpstreamResult {
 #[derive(Debug)]
 pub enum Verdict {
     /// An upstream's answer, to return byte for byte.
-    Upstream { upstream: Arc<str>, body: Bytes },
+    Upstream {
+        upstream: Arc<str>,
+        body: Bytes,
+    },
     Fallback(FallbackReason),
 }
 
@@ -76,7 +79,13 @@ pub struct Budget {
 
 type Call = (usize, Result<crate::upstream::Answer, CallError>, Duration);
 
-pub async fn decide(snapshot: &Snapshot, route: &RouteEntry, fwd: &Forward, budget: Budget, metrics: &Arc<Metrics>) -> Decided {
+pub async fn decide(
+    snapshot: &Snapshot,
+    route: &RouteEntry,
+    fwd: &Forward,
+    budget: Budget,
+    metrics: &Arc<Metrics>,
+) -> Decided {
     let clients: Vec<(Arc<str>, Option<Arc<UpstreamClient>>)> = route
         .upstreams
         .iter()
@@ -121,7 +130,12 @@ pub async fn decide(snapshot: &Snapshot, route: &RouteEntry, fwd: &Forward, budg
             Ok(None) => match zeros.first_mut().and_then(Option::take) {
                 // Everyone allowed: the first upstream's answer may carry
                 // modifications (MsgBody, RefusedMembers_Account...).
-                Some(body) => break Verdict::Upstream { upstream: clients[0].0.clone(), body },
+                Some(body) => {
+                    break Verdict::Upstream {
+                        upstream: clients[0].0.clone(),
+                        body,
+                    };
+                }
                 None => break Verdict::Fallback(FallbackReason::UpstreamFailed),
             },
             Ok(Some(call)) => call,
@@ -143,7 +157,12 @@ pub async fn decide(snapshot: &Snapshot, route: &RouteEntry, fwd: &Forward, budg
         });
         match (outcome, code) {
             (Ok(answer), Some(0)) => zeros[i] = Some(answer.body),
-            (Ok(answer), Some(_)) => break Verdict::Upstream { upstream: name, body: answer.body },
+            (Ok(answer), Some(_)) => {
+                break Verdict::Upstream {
+                    upstream: name,
+                    body: answer.body,
+                };
+            }
             _ => failed += 1,
         }
     };
@@ -172,7 +191,13 @@ pub async fn decide(snapshot: &Snapshot, route: &RouteEntry, fwd: &Forward, budg
 }
 
 /// A mirror gets the callback; its answer is only logged and counted.
-fn spawn_mirror(name: Arc<str>, client: Arc<UpstreamClient>, fwd: Forward, budget: Budget, metrics: Arc<Metrics>) {
+fn spawn_mirror(
+    name: Arc<str>,
+    client: Arc<UpstreamClient>,
+    fwd: Forward,
+    budget: Budget,
+    metrics: Arc<Metrics>,
+) {
     tokio::spawn(async move {
         let call = client.call(&fwd, budget.max_answer, None);
         let label = match tokio::time::timeout_at(budget.deadline, call).await {

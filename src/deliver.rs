@@ -43,7 +43,12 @@ impl Deliverer {
 
     /// Queues one notification for each upstream, or none of them: either
     /// every upstream will get it, or the sender is told it was not taken.
-    pub fn enqueue(&self, shared: &Arc<Shared>, fwd: &Forward, upstreams: &[Arc<str>]) -> Result<(), QueueFull> {
+    pub fn enqueue(
+        &self,
+        shared: &Arc<Shared>,
+        fwd: &Forward,
+        upstreams: &[Arc<str>],
+    ) -> Result<(), QueueFull> {
         let n = u32::try_from(upstreams.len()).map_err(|_| QueueFull)?;
         let Ok(mut permits) = self.permits.clone().try_acquire_many_owned(n) else {
             for name in upstreams {
@@ -98,7 +103,10 @@ async fn deliver(
             tracing::warn!(request_id = %fwd.request_id, upstream = %name, "notification dead-lettered: upstream removed from config");
             break;
         };
-        let error = match client.call(&fwd, MAX_ANSWER, Some(DEFAULT_ATTEMPT_TIMEOUT)).await {
+        let error = match client
+            .call(&fwd, MAX_ANSWER, Some(DEFAULT_ATTEMPT_TIMEOUT))
+            .await
+        {
             Ok(answer) if answer.status.is_success() => {
                 metrics.delivery(&name, "delivered");
                 tracing::debug!(request_id = %fwd.request_id, upstream = %name, attempt, "notification delivered");
@@ -132,7 +140,10 @@ async fn deliver(
 /// the nominal delay.
 pub fn backoff(settings: &Delivery, attempt: u32) -> Duration {
     let doubling = 2u32.saturating_pow(attempt.saturating_sub(1).min(31));
-    let nominal = settings.backoff.saturating_mul(doubling).min(settings.max_backoff);
+    let nominal = settings
+        .backoff
+        .saturating_mul(doubling)
+        .min(settings.max_backoff);
     let half = nominal / 2;
     half + half.mul_f64(fastrand::f64())
 }
@@ -157,11 +168,20 @@ mod tests {
         let s = settings();
         for _ in 0..100 {
             let d1 = backoff(&s, 1);
-            assert!(d1 >= Duration::from_millis(100) && d1 <= Duration::from_millis(200), "{d1:?}");
+            assert!(
+                d1 >= Duration::from_millis(100) && d1 <= Duration::from_millis(200),
+                "{d1:?}"
+            );
             let d3 = backoff(&s, 3);
-            assert!(d3 >= Duration::from_millis(400) && d3 <= Duration::from_millis(800), "{d3:?}");
+            assert!(
+                d3 >= Duration::from_millis(400) && d3 <= Duration::from_millis(800),
+                "{d3:?}"
+            );
             let d40 = backoff(&s, 40);
-            assert!(d40 >= Duration::from_secs(15) && d40 <= Duration::from_secs(30), "{d40:?}");
+            assert!(
+                d40 >= Duration::from_secs(15) && d40 <= Duration::from_secs(30),
+                "{d40:?}"
+            );
         }
     }
 }

@@ -63,7 +63,9 @@ impl Reloader {
         self.shared.metrics.reload(result.is_ok());
         match &result {
             Ok(generation) => tracing::info!(generation, "config reloaded"),
-            Err(problems) => tracing::error!(problems = ?problems, "config reload refused; the previous config keeps serving"),
+            Err(problems) => {
+                tracing::error!(problems = ?problems, "config reload refused; the previous config keeps serving")
+            }
         }
         result
     }
@@ -76,7 +78,12 @@ impl Reloader {
         for listener in &config.listeners {
             let slot = self.listeners.iter().find(|s| s.addr == listener.addr);
             match (slot, &listener.tls) {
-                (Some(ListenerSlot { tls: Some(current), .. }), Some(t)) => {
+                (
+                    Some(ListenerSlot {
+                        tls: Some(current), ..
+                    }),
+                    Some(t),
+                ) => {
                     let cfg = crate::tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())
                         .map_err(|e| vec![e.to_string()])?;
                     new_tls.push((current.clone(), cfg));
@@ -102,7 +109,10 @@ impl Reloader {
         for w in &config.warnings {
             tracing::warn!("{w}");
         }
-        let generation = self.shared.install(config).map_err(|e| vec![e.to_string()])?;
+        let generation = self
+            .shared
+            .install(config)
+            .map_err(|e| vec![e.to_string()])?;
         for (current, cfg) in new_tls {
             current.store(cfg);
         }
@@ -130,11 +140,13 @@ impl Gateway {
         };
         let mut bound = Vec::new();
         for l in &config.listeners {
-            let socket = TcpListener::bind(l.addr).await.map_err(|source| StartError::Bind {
-                addr: l.addr,
-                what: format!("listener {}", l.name),
-                source,
-            })?;
+            let socket = TcpListener::bind(l.addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: l.addr,
+                    what: format!("listener {}", l.name),
+                    source,
+                })?;
             let tls = match &l.tls {
                 Some(t) => Some(Arc::new(ArcSwap::new(crate::tls::server_config(
                     &t.cert,
@@ -145,18 +157,22 @@ impl Gateway {
             };
             bound.push((l.clone(), socket, tls));
         }
-        let admin = TcpListener::bind(config.admin.addr).await.map_err(|source| StartError::Bind {
-            addr: config.admin.addr,
-            what: "admin".into(),
-            source,
-        })?;
+        let admin = TcpListener::bind(config.admin.addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.admin.addr,
+                what: "admin".into(),
+                source,
+            })?;
         let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
             addr: config.admin.addr,
             what: "admin".into(),
             source,
         })?;
 
-        let slots = Arc::new(Semaphore::new(config.limits.max_connections.min(Semaphore::MAX_PERMITS)));
+        let slots = Arc::new(Semaphore::new(
+            config.limits.max_connections.min(Semaphore::MAX_PERMITS),
+        ));
         let source = config.source.clone();
         let deliverer = Deliverer::new(config.delivery.max_pending);
         let snapshot = Snapshot::build(config, 1, None)?;
@@ -197,7 +213,12 @@ impl Gateway {
             lock: Mutex::new(()),
         });
         tracing::info!(addr = %admin_addr, "admin listening");
-        tasks.spawn(crate::admin::serve(admin, reloader.clone(), tasks.clone(), stop.clone()));
+        tasks.spawn(crate::admin::serve(
+            admin,
+            reloader.clone(),
+            tasks.clone(),
+            stop.clone(),
+        ));
         shared.set_ready();
         Ok(Gateway {
             reloader,
@@ -233,13 +254,24 @@ impl Gateway {
         self.stop.cancel();
         self.tasks.close();
         let started = tokio::time::Instant::now();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
-            tracing::warn!(open = self.tasks.len(), "drain window over: closing connections still open");
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.tasks.len(),
+                "drain window over: closing connections still open"
+            );
         }
-        let left = grace.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+        let left = grace
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(100));
         let unfinished = shared.deliverer.shutdown(left).await;
         if unfinished > 0 {
-            tracing::warn!(unfinished, "notification deliveries still pending at exit are lost (in-memory queue)");
+            tracing::warn!(
+                unfinished,
+                "notification deliveries still pending at exit are lost (in-memory queue)"
+            );
         }
     }
 }

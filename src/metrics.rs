@@ -90,7 +90,11 @@ impl Metrics {
         let outbox_pending = Gauge::default();
         let connections = Gauge::default();
         // prometheus-client appends `_total` to counters itself.
-        registry.register("callgate_requests", "Callbacks answered, by command and outcome", requests.clone());
+        registry.register(
+            "callgate_requests",
+            "Callbacks answered, by command and outcome",
+            requests.clone(),
+        );
         registry.register(
             "callgate_request_duration_seconds",
             "Time from a callback's arrival to its answer, by kind",
@@ -101,16 +105,36 @@ impl Metrics {
             "Requests to upstreams, by result (ok, error, timeout, bad_answer)",
             upstream_requests.clone(),
         );
-        registry.register("callgate_fallbacks", "Decisions answered by the gateway's fallback, by reason", fallbacks.clone());
-        registry.register("callgate_config_reloads", "Config reloads, by result", config_reloads.clone());
-        registry.register("callgate_config_generation", "Generation of the config in force", config_generation.clone());
+        registry.register(
+            "callgate_fallbacks",
+            "Decisions answered by the gateway's fallback, by reason",
+            fallbacks.clone(),
+        );
+        registry.register(
+            "callgate_config_reloads",
+            "Config reloads, by result",
+            config_reloads.clone(),
+        );
+        registry.register(
+            "callgate_config_generation",
+            "Generation of the config in force",
+            config_generation.clone(),
+        );
         registry.register(
             "callgate_deliveries",
             "Notification delivery attempts, by upstream and result (delivered, retried, dead, dropped)",
             deliveries.clone(),
         );
-        registry.register("callgate_outbox_pending", "Notification deliveries not yet finished", outbox_pending.clone());
-        registry.register("callgate_open_connections", "Client connections currently open", connections.clone());
+        registry.register(
+            "callgate_outbox_pending",
+            "Notification deliveries not yet finished",
+            outbox_pending.clone(),
+        );
+        registry.register(
+            "callgate_open_connections",
+            "Client connections currently open",
+            connections.clone(),
+        );
         Self {
             registry,
             requests,
@@ -147,7 +171,9 @@ impl Metrics {
             Some(Kind::Notification) => KindLabel::notification,
             None => KindLabel::rejected,
         };
-        self.request_duration.get_or_create(&KindLabels { kind }).observe(seconds);
+        self.request_duration
+            .get_or_create(&KindLabels { kind })
+            .observe(seconds);
     }
 
     pub fn upstream(&self, upstream: &str, result: &'static str) {

@@ -75,7 +75,9 @@ impl Rejection {
             Rejection::Sign(_) => StatusCode::UNAUTHORIZED,
             Rejection::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Rejection::BodyRead(_) | Rejection::Body(_) | Rejection::UnknownCommand(_) => StatusCode::BAD_REQUEST,
+            Rejection::BodyRead(_) | Rejection::Body(_) | Rejection::UnknownCommand(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Rejection::QueueFull => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -89,9 +91,16 @@ impl Rejection {
             "ErrorCode": status.as_u16(),
             "ErrorInfo": self.to_string(),
         });
-        let mut response = json(status, Bytes::from(body.to_string()), Outcome::Rejected, request_id);
+        let mut response = json(
+            status,
+            Bytes::from(body.to_string()),
+            Outcome::Rejected,
+            request_id,
+        );
         if matches!(self, Rejection::Method) {
-            response.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+            response
+                .headers_mut()
+                .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
         }
         response
     }
@@ -106,12 +115,22 @@ pub fn fallback(on_timeout: OnTimeout, request_id: &str) -> Response<Body> {
         OnTimeout::Allow => OK_BODY,
         OnTimeout::Deny => DENY_BODY,
     };
-    json(StatusCode::OK, Bytes::from_static(body.as_bytes()), Outcome::Fallback, request_id)
+    json(
+        StatusCode::OK,
+        Bytes::from_static(body.as_bytes()),
+        Outcome::Fallback,
+        request_id,
+    )
 }
 
 /// The plain OK: notifications queued or unrouted.
 pub fn ok(outcome: Outcome, request_id: &str) -> Response<Body> {
-    json(StatusCode::OK, Bytes::from_static(OK_BODY.as_bytes()), outcome, request_id)
+    json(
+        StatusCode::OK,
+        Bytes::from_static(OK_BODY.as_bytes()),
+        outcome,
+        request_id,
+    )
 }
 
 /// An upstream's answer, byte for byte.

@@ -25,7 +25,11 @@ impl Snapshot {
     /// Builds the snapshot for `config`. Upstream clients whose settings did
     /// not change are taken over from `previous`, keeping their pooled
     /// connections.
-    pub fn build(config: Config, generation: u64, previous: Option<&Snapshot>) -> Result<Self, UpstreamError> {
+    pub fn build(
+        config: Config,
+        generation: u64,
+        previous: Option<&Snapshot>,
+    ) -> Result<Self, UpstreamError> {
         let mut upstreams = HashMap::with_capacity(config.upstreams.len());
         for (name, up) in &config.upstreams {
             let reused = previous

@@ -88,7 +88,9 @@ pub struct UpstreamClient {
 
 impl std::fmt::Debug for UpstreamClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamClient").field("name", &self.config.name).finish()
+        f.debug_struct("UpstreamClient")
+            .field("name", &self.config.name)
+            .finish()
     }
 }
 
@@ -142,7 +144,8 @@ impl UpstreamClient {
     /// The URL a callback is sent to: the upstream's own query string is
     /// kept and the callback's is appended.
     pub fn target(&self, callback_query: &str) -> String {
-        let mut url = String::with_capacity(self.scheme_authority_path.len() + callback_query.len() + 2);
+        let mut url =
+            String::with_capacity(self.scheme_authority_path.len() + callback_query.len() + 2);
         url.push_str(&self.scheme_authority_path);
         let parts = [self.own_query.as_deref(), Some(callback_query)];
         let mut sep = '?';
@@ -165,10 +168,12 @@ impl UpstreamClient {
     ) -> Result<Answer, CallError> {
         match self.config.timeout.or(default_timeout) {
             None => self.call_inner(fwd, max_answer).await,
-            Some(limit) => match tokio::time::timeout(limit, self.call_inner(fwd, max_answer)).await {
-                Ok(result) => result,
-                Err(_) => Err(CallError::Timeout),
-            },
+            Some(limit) => {
+                match tokio::time::timeout(limit, self.call_inner(fwd, max_answer)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(CallError::Timeout),
+                }
+            }
         }
     }
 
@@ -212,7 +217,9 @@ pub fn verdict(answer: &Answer) -> Option<i64> {
     if *first != b'{' {
         return None;
     }
-    serde_json::from_slice::<Verdict>(&answer.body).ok().map(|v| v.code)
+    serde_json::from_slice::<Verdict>(&answer.body)
+        .ok()
+        .map(|v| v.code)
 }
 
 #[cfg(test)]
@@ -228,8 +235,17 @@ mod tests {
 
     #[test]
     fn only_200_objects_with_integer_codes_count() {
-        assert_eq!(verdict(&answer(200, r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#)), Some(0));
-        assert_eq!(verdict(&answer(200, r#" {"ErrorCode":1,"MsgBody":[]}"#)), Some(1));
+        assert_eq!(
+            verdict(&answer(
+                200,
+                r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#
+            )),
+            Some(0)
+        );
+        assert_eq!(
+            verdict(&answer(200, r#" {"ErrorCode":1,"MsgBody":[]}"#)),
+            Some(1)
+        );
         assert_eq!(verdict(&answer(200, r#"{"ErrorCode":10100}"#)), Some(10100));
         assert_eq!(verdict(&answer(500, r#"{"ErrorCode":0}"#)), None);
         assert_eq!(verdict(&answer(200, r#"{"ErrorCode":"0"}"#)), None);
@@ -253,8 +269,14 @@ mod tests {
             })
             .unwrap()
         };
-        assert_eq!(mk("http://127.0.0.1:9/im").target("SdkAppid=1"), "http://127.0.0.1:9/im?SdkAppid=1");
-        assert_eq!(mk("http://127.0.0.1:9/im?k=v").target("SdkAppid=1"), "http://127.0.0.1:9/im?k=v&SdkAppid=1");
+        assert_eq!(
+            mk("http://127.0.0.1:9/im").target("SdkAppid=1"),
+            "http://127.0.0.1:9/im?SdkAppid=1"
+        );
+        assert_eq!(
+            mk("http://127.0.0.1:9/im?k=v").target("SdkAppid=1"),
+            "http://127.0.0.1:9/im?k=v&SdkAppid=1"
+        );
         assert_eq!(mk("http://127.0.0.1:9").target(""), "http://127.0.0.1:9/");
     }
 }

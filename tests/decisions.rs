@@ -46,10 +46,18 @@ async fn strictest_returns_a_denial_at_once_without_waiting_for_slow_upstreams()
     let slow = Upstream::start(Reply::Hang).await;
     let deny = r#"{"ActionStatus":"OK","ErrorInfo":"spam","ErrorCode":10100}"#;
     let denier = Upstream::start(Reply::json(deny).after(Duration::from_millis(50))).await;
-    let gw = gateway(&[("slow", &slow), ("denier", &denier)], &route("slow, denier", "    deadline: 1500ms\n")).await;
+    let gw = gateway(
+        &[("slow", &slow), ("denier", &denier)],
+        &route("slow, denier", "    deadline: 1500ms\n"),
+    )
+    .await;
     let started = Instant::now();
     let answer = gw.callback(CMD, GROUP_SEND).await;
-    assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!((answer.outcome.as_str(), answer.text()), ("upstream", deny));
     gw.shutdown().await;
 }
@@ -58,22 +66,43 @@ async fn strictest_returns_a_denial_at_once_without_waiting_for_slow_upstreams()
 async fn silent_upstreams_get_the_fallback_at_the_deadline() {
     let a = Upstream::start(Reply::Hang).await;
     let b = Upstream::start(Reply::ok().after(Duration::from_secs(5))).await;
-    let gw = gateway(&[("a", &a), ("b", &b)], &route("a, b", "    deadline: 400ms\n")).await;
+    let gw = gateway(
+        &[("a", &a), ("b", &b)],
+        &route("a, b", "    deadline: 400ms\n"),
+    )
+    .await;
     let started = Instant::now();
     let answer = gw.callback(CMD, GROUP_SEND).await;
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(380) && elapsed < Duration::from_millis(1400), "{elapsed:?}");
-    assert_eq!((answer.status, answer.outcome.as_str(), answer.text()), (200, "fallback", OK));
-    assert!(gw.metrics().await.contains(r#"callgate_fallbacks_total{reason="timeout"} 1"#));
+    assert!(
+        elapsed >= Duration::from_millis(380) && elapsed < Duration::from_millis(1400),
+        "{elapsed:?}"
+    );
+    assert_eq!(
+        (answer.status, answer.outcome.as_str(), answer.text()),
+        (200, "fallback", OK)
+    );
+    assert!(
+        gw.metrics()
+            .await
+            .contains(r#"callgate_fallbacks_total{reason="timeout"} 1"#)
+    );
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn on_timeout_deny_answers_the_deny_fallback() {
     let a = Upstream::start(Reply::Hang).await;
-    let gw = gateway(&[("a", &a)], &route("a", "    deadline: 200ms\n    on_timeout: deny\n")).await;
+    let gw = gateway(
+        &[("a", &a)],
+        &route("a", "    deadline: 200ms\n    on_timeout: deny\n"),
+    )
+    .await;
     let answer = gw.callback(CMD, GROUP_SEND).await;
-    assert_eq!((answer.status, answer.outcome.as_str(), answer.text()), (200, "fallback", DENY));
+    assert_eq!(
+        (answer.status, answer.outcome.as_str(), answer.text()),
+        (200, "fallback", DENY)
+    );
     gw.shutdown().await;
 }
 
@@ -107,11 +136,23 @@ async fn broken_upstreams_get_the_fallback_at_once() {
     ];
     for (what, reply) in cases {
         let up = Upstream::start(reply).await;
-        let gw = gateway(&[("a", &up)], &route("a", "    deadline: 1500ms\n    on_timeout: deny\n")).await;
+        let gw = gateway(
+            &[("a", &up)],
+            &route("a", "    deadline: 1500ms\n    on_timeout: deny\n"),
+        )
+        .await;
         let started = Instant::now();
         let answer = gw.callback(CMD, GROUP_SEND).await;
-        assert!(started.elapsed() < Duration::from_millis(1000), "{what}: {:?}", started.elapsed());
-        assert_eq!((answer.outcome.as_str(), answer.text()), ("fallback", DENY), "{what}");
+        assert!(
+            started.elapsed() < Duration::from_millis(1000),
+            "{what}: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            (answer.outcome.as_str(), answer.text()),
+            ("fallback", DENY),
+            "{what}"
+        );
         assert_eq!(up.count(), 1, "{what}");
         gw.shutdown().await;
     }
@@ -127,11 +168,21 @@ async fn refused_connections_get_the_fallback_at_once() {
     .await;
     let started = Instant::now();
     let answer = gw.callback(CMD, GROUP_SEND).await;
-    assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!((answer.outcome.as_str(), answer.text()), ("fallback", OK));
     let metrics = gw.metrics().await;
-    assert!(metrics.contains(r#"callgate_upstream_requests_total{upstream="gone",result="error"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"callgate_fallbacks_total{reason="upstream_failed"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"callgate_upstream_requests_total{upstream="gone",result="error"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"callgate_fallbacks_total{reason="upstream_failed"} 1"#),
+        "{metrics}"
+    );
     gw.shutdown().await;
 }
 
@@ -141,7 +192,11 @@ async fn refused_connections_get_the_fallback_at_once() {
 async fn strictest_with_one_failure_answers_the_fallback() {
     let a = Upstream::start(Reply::code(0)).await;
     let b = Upstream::start(Reply::status(502)).await;
-    let gw = gateway(&[("a", &a), ("b", &b)], &route("a, b", "    on_timeout: deny\n")).await;
+    let gw = gateway(
+        &[("a", &a), ("b", &b)],
+        &route("a, b", "    on_timeout: deny\n"),
+    )
+    .await;
     let answer = gw.callback(CMD, GROUP_SEND).await;
     assert_eq!((answer.outcome.as_str(), answer.text()), ("fallback", DENY));
     gw.shutdown().await;
@@ -159,7 +214,10 @@ async fn policy_first_counts_only_the_first_upstream_and_mirrors_the_rest() {
     .await;
     let started = Instant::now();
     let answer = gw.callback(CMD, GROUP_SEND).await;
-    assert!(started.elapsed() < Duration::from_millis(1000), "a mirror delayed the answer");
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "a mirror delayed the answer"
+    );
     assert_eq!(answer.outcome, "upstream");
     assert_eq!(answer.json()["ErrorCode"], 1);
     mirror.wait_for(1, Duration::from_secs(5)).await;
@@ -172,7 +230,11 @@ async fn policy_first_counts_only_the_first_upstream_and_mirrors_the_rest() {
 async fn policy_first_ignores_mirror_answers_when_the_primary_fails() {
     let primary = Upstream::start(Reply::status(500)).await;
     let mirror = Upstream::start(Reply::code(1)).await;
-    let gw = gateway(&[("p", &primary), ("m", &mirror)], &route("p, m", "    policy: first\n")).await;
+    let gw = gateway(
+        &[("p", &primary), ("m", &mirror)],
+        &route("p, m", "    policy: first\n"),
+    )
+    .await;
     let answer = gw.callback(CMD, GROUP_SEND).await;
     assert_eq!((answer.outcome.as_str(), answer.text()), ("fallback", OK));
     gw.shutdown().await;
@@ -201,10 +263,17 @@ async fn calls_still_running_at_the_deadline_are_cancelled() {
         let _ = tx.send(got_request.elapsed());
         let _ = stream.shutdown().await;
     });
-    let gw = Gateway::start(&format!("upstreams:\n  hang:\n    url: \"{url}\"\n{}", route("hang", "    deadline: 300ms\n"))).await;
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  hang:\n    url: \"{url}\"\n{}",
+        route("hang", "    deadline: 300ms\n")
+    ))
+    .await;
     let answer = gw.callback(CMD, GROUP_SEND).await;
     assert_eq!(answer.outcome, "fallback");
-    let open_for = tokio::time::timeout(Duration::from_secs(5), rx).await.expect("upstream connection never closed").unwrap();
+    let open_for = tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .expect("upstream connection never closed")
+        .unwrap();
     assert!(open_for < Duration::from_secs(2), "{open_for:?}");
     gw.shutdown().await;
 }
@@ -217,15 +286,21 @@ async fn the_deadline_includes_receiving_the_body() {
     let gw = gateway(&[("a", &up)], &route("a", "    deadline: 600ms\n")).await;
     let (head, tail) = GROUP_SEND.split_at(20);
     let chunks = vec![head.to_owned(), tail.to_owned()];
-    let stream = futures_util::StreamExt::then(futures_util::stream::iter(chunks.into_iter().enumerate()), |(i, c)| async move {
-        if i == 1 {
-            tokio::time::sleep(Duration::from_millis(400)).await;
-        }
-        Ok::<_, std::io::Error>(bytes::Bytes::from(c))
-    });
+    let stream = futures_util::StreamExt::then(
+        futures_util::stream::iter(chunks.into_iter().enumerate()),
+        |(i, c)| async move {
+            if i == 1 {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+            Ok::<_, std::io::Error>(bytes::Bytes::from(c))
+        },
+    );
     let r = gw
         .http
-        .post(format!("{}?SdkAppid={APP}&CallbackCommand={CMD}", gw.base()))
+        .post(format!(
+            "{}?SdkAppid={APP}&CallbackCommand={CMD}",
+            gw.base()
+        ))
         .body(reqwest::Body::wrap_stream(stream))
         .send()
         .await
@@ -244,9 +319,16 @@ async fn unrouted_decisions_get_the_fallback_at_once() {
     ))
     .await;
     let answer = gw.callback(CMD, GROUP_SEND).await;
-    assert_eq!((answer.status, answer.outcome.as_str(), answer.text()), (200, "unrouted", DENY));
+    assert_eq!(
+        (answer.status, answer.outcome.as_str(), answer.text()),
+        (200, "unrouted", DENY)
+    );
     assert_eq!(up.count(), 0);
-    assert!(gw.metrics().await.contains(r#"callgate_fallbacks_total{reason="no_route"} 1"#));
+    assert!(
+        gw.metrics()
+            .await
+            .contains(r#"callgate_fallbacks_total{reason="no_route"} 1"#)
+    );
     gw.shutdown().await;
 }
 
@@ -261,10 +343,18 @@ async fn first_matching_route_wins_with_sdkappid_filters() {
     ))
     .await;
     assert_eq!(gw.callback(CMD, GROUP_SEND).await.json()["ErrorCode"], 8);
-    let a = gw.post(&format!("SdkAppid=1400000002&CallbackCommand={CMD}"), GROUP_SEND).await;
+    let a = gw
+        .post(
+            &format!("SdkAppid=1400000002&CallbackCommand={CMD}"),
+            GROUP_SEND,
+        )
+        .await;
     assert_eq!(a.json()["ErrorCode"], 7);
     let c2c = r#"{"CallbackCommand":"C2C.CallbackBeforeSendMsg","From_Account":"a","To_Account":"b","MsgSeq":1,"MsgRandom":2,"MsgTime":3,"MsgKey":"1_2_3","OnlineOnlyFlag":0,"MsgBody":[]}"#;
-    assert_eq!(gw.callback("C2C.CallbackBeforeSendMsg", c2c).await.json()["ErrorCode"], 9);
+    assert_eq!(
+        gw.callback("C2C.CallbackBeforeSendMsg", c2c).await.json()["ErrorCode"],
+        9
+    );
     gw.shutdown().await;
 }
 
@@ -275,7 +365,10 @@ async fn a_route_kind_overrides_the_catalog() {
     let started = Instant::now();
     let answer = gw.callback(CMD, GROUP_SEND).await;
     assert!(started.elapsed() < Duration::from_millis(1000));
-    assert_eq!((answer.status, answer.outcome.as_str(), answer.text()), (200, "queued", OK));
+    assert_eq!(
+        (answer.status, answer.outcome.as_str(), answer.text()),
+        (200, "queued", OK)
+    );
     up.wait_for(1, Duration::from_secs(5)).await;
     gw.shutdown().await;
 }
@@ -289,18 +382,26 @@ async fn upstreams_receive_the_callback_as_spec_4_4_says() {
         route("a", "")
     ))
     .await;
-    let query = format!("SdkAppid={APP}&CallbackCommand={CMD}&contenttype=json&ClientIP=10.0.0.1&OptPlatform=iOS");
+    let query = format!(
+        "SdkAppid={APP}&CallbackCommand={CMD}&contenttype=json&ClientIP=10.0.0.1&OptPlatform=iOS"
+    );
     let answer = gw.post(&query, GROUP_SEND).await;
     let got = &up.received()[0];
     assert_eq!(got.uri.path(), "/hook");
-    assert_eq!(got.uri.query(), Some(format!("tenant=blue&{query}").as_str()));
+    assert_eq!(
+        got.uri.query(),
+        Some(format!("tenant=blue&{query}").as_str())
+    );
     assert_eq!(got.body, GROUP_SEND.as_bytes());
     assert_eq!(got.headers["content-type"], "application/json");
     assert_eq!(got.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(got.headers["x-forwarded-proto"], "http");
     let id = got.headers["x-request-id"].to_str().unwrap();
     assert!(id.len() >= 16);
-    assert_eq!(answer.request_id, id, "the request id is returned to IM too");
+    assert_eq!(
+        answer.request_id, id,
+        "the request id is returned to IM too"
+    );
     gw.shutdown().await;
 }
 
@@ -312,7 +413,9 @@ async fn concurrent_decisions_reuse_pooled_connections() {
     for _ in 0..50 {
         let http = gw.http.clone();
         let url = format!("{}?SdkAppid={APP}&CallbackCommand={CMD}", gw.base());
-        tasks.push(tokio::spawn(async move { Answer::read(http.post(url).body(GROUP_SEND).send().await.unwrap()).await }));
+        tasks.push(tokio::spawn(async move {
+            Answer::read(http.post(url).body(GROUP_SEND).send().await.unwrap()).await
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap().outcome, "upstream");

@@ -10,7 +10,9 @@ use support::*;
 const CMD: &str = "Group.CallbackAfterNewMemberJoin";
 
 fn delivery(max_attempts: u32, extra: &str) -> String {
-    format!("delivery:\n  max_attempts: {max_attempts}\n  backoff: 20ms\n  max_backoff: 100ms\n{extra}")
+    format!(
+        "delivery:\n  max_attempts: {max_attempts}\n  backoff: 20ms\n  max_backoff: 100ms\n{extra}"
+    )
 }
 
 #[tokio::test]
@@ -24,12 +26,21 @@ async fn acknowledged_at_once_and_delivered_to_every_upstream() {
     .await;
     let started = Instant::now();
     let answer = gw.callback(CMD, MEMBER_JOIN).await;
-    assert!(started.elapsed() < Duration::from_millis(1000), "not acknowledged at once");
-    assert_eq!((answer.status, answer.outcome.as_str(), answer.text()), (200, "queued", OK));
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "not acknowledged at once"
+    );
+    assert_eq!(
+        (answer.status, answer.outcome.as_str(), answer.text()),
+        (200, "queued", OK)
+    );
     for up in [&fast, &slow] {
         let got = up.wait_for(1, Duration::from_secs(5)).await;
         assert_eq!(got[0].body, MEMBER_JOIN.as_bytes());
-        assert_eq!(got[0].headers["x-request-id"].to_str().unwrap(), answer.request_id);
+        assert_eq!(
+            got[0].headers["x-request-id"].to_str().unwrap(),
+            answer.request_id
+        );
     }
     gw.shutdown().await;
 }
@@ -57,9 +68,18 @@ async fn failed_deliveries_are_retried_until_they_succeed() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!((flaky.count(), steady.count()), (3, 1));
     let m = gw.metrics().await;
-    assert!(m.contains(r#"callgate_deliveries_total{upstream="flaky",result="retried"} 2"#), "{m}");
-    assert!(m.contains(r#"callgate_deliveries_total{upstream="flaky",result="delivered"} 1"#), "{m}");
-    assert!(m.contains(r#"callgate_deliveries_total{upstream="steady",result="delivered"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"callgate_deliveries_total{upstream="flaky",result="retried"} 2"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"callgate_deliveries_total{upstream="flaky",result="delivered"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"callgate_deliveries_total{upstream="steady",result="delivered"} 1"#),
+        "{m}"
+    );
     assert!(m.contains("callgate_outbox_pending 0"), "{m}");
     gw.shutdown().await;
 }
@@ -79,8 +99,14 @@ async fn deliveries_are_dead_lettered_after_max_attempts() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(down.count(), 3);
     let m = gw.metrics().await;
-    assert!(m.contains(r#"callgate_deliveries_total{upstream="down",result="dead"} 1"#), "{m}");
-    assert!(m.contains(r#"callgate_deliveries_total{upstream="down",result="retried"} 2"#), "{m}");
+    assert!(
+        m.contains(r#"callgate_deliveries_total{upstream="down",result="dead"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"callgate_deliveries_total{upstream="down",result="retried"} 2"#),
+        "{m}"
+    );
     gw.shutdown().await;
 }
 
@@ -97,7 +123,10 @@ async fn a_full_queue_answers_503_and_counts_the_drop() {
     let full = gw.callback(CMD, MEMBER_JOIN).await;
     full.assert_rejected(503, "full");
     let m = gw.metrics().await;
-    assert!(m.contains(r#"callgate_deliveries_total{upstream="hang",result="dropped"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"callgate_deliveries_total{upstream="hang",result="dropped"} 1"#),
+        "{m}"
+    );
     assert!(m.contains("callgate_outbox_pending 1"), "{m}");
     gw.shutdown().await;
 }
@@ -111,7 +140,10 @@ async fn unrouted_notifications_are_acknowledged_and_counted() {
     ))
     .await;
     let answer = gw.callback(CMD, MEMBER_JOIN).await;
-    assert_eq!((answer.status, answer.outcome.as_str(), answer.text()), (200, "unrouted", OK));
+    assert_eq!(
+        (answer.status, answer.outcome.as_str(), answer.text()),
+        (200, "unrouted", OK)
+    );
     let m = gw.metrics().await;
     assert!(
         m.contains(r#"callgate_requests_total{command="Group.CallbackAfterNewMemberJoin",outcome="unrouted"} 1"#),
@@ -128,7 +160,11 @@ async fn unrouted_notifications_are_acknowledged_and_counted() {
 #[tokio::test]
 async fn every_catalog_command_is_accepted_and_forwarded() {
     let up = Upstream::start(Reply::ok()).await;
-    let gw = Gateway::start(&format!("{}routes:\n  - match: \"*\"\n    upstreams: [a]\n", upstreams_yaml(&[("a", &up)]))).await;
+    let gw = Gateway::start(&format!(
+        "{}routes:\n  - match: \"*\"\n    upstreams: [a]\n",
+        upstreams_yaml(&[("a", &up)])
+    ))
+    .await;
     let mut sent = 0;
     for command in callgate::catalog::COMMANDS {
         let body = fixture(command.name);
@@ -137,13 +173,23 @@ async fn every_catalog_command_is_accepted_and_forwarded() {
             callgate::catalog::Kind::Decision => "upstream",
             callgate::catalog::Kind::Notification => "queued",
         };
-        assert_eq!((answer.status, answer.outcome.as_str()), (200, expected), "{}: {}", command.name, answer.text());
+        assert_eq!(
+            (answer.status, answer.outcome.as_str()),
+            (200, expected),
+            "{}: {}",
+            command.name,
+            answer.text()
+        );
         sent += 1;
     }
     let got = up.wait_for(sent, Duration::from_secs(10)).await;
     for command in callgate::catalog::COMMANDS {
         let body = fixture(command.name);
-        assert!(got.iter().any(|r| r.body == body.as_bytes()), "{} not forwarded unchanged", command.name);
+        assert!(
+            got.iter().any(|r| r.body == body.as_bytes()),
+            "{} not forwarded unchanged",
+            command.name
+        );
     }
     gw.shutdown().await;
 }

@@ -16,7 +16,11 @@ use crate::config::Config;
 use crate::gateway::{DRAIN, Gateway};
 
 #[derive(Parser, Debug)]
-#[command(name = "callgate", version, about = "Gateway for instant-messaging third-party callbacks")]
+#[command(
+    name = "callgate",
+    version,
+    about = "Gateway for instant-messaging third-party callbacks"
+)]
 pub struct Cli {
     /// Log line format (levels come from RUST_LOG, default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -36,13 +40,23 @@ pub enum Command {
     /// Run the gateway.
     Run {
         /// Config file [default: $CALLGATE_CONFIG, else routes.yaml]
-        #[arg(short = 'c', long = "config", env = "CALLGATE_CONFIG", default_value = "routes.yaml")]
+        #[arg(
+            short = 'c',
+            long = "config",
+            env = "CALLGATE_CONFIG",
+            default_value = "routes.yaml"
+        )]
         config: PathBuf,
     },
     /// Load and validate a config, print a summary; exit 2 listing every problem.
     Check {
         /// Config file [default: $CALLGATE_CONFIG, else routes.yaml]
-        #[arg(short = 'c', long = "config", env = "CALLGATE_CONFIG", default_value = "routes.yaml")]
+        #[arg(
+            short = 'c',
+            long = "config",
+            env = "CALLGATE_CONFIG",
+            default_value = "routes.yaml"
+        )]
         config: PathBuf,
     },
     /// Write a development PKI: CA, server certificate (localhost, 127.0.0.1), IM-side client certificate.
@@ -89,7 +103,9 @@ fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config),
         Command::Certs { out } => certs(&out),
-        Command::Send(args) => runtime()?.block_on(send::send(args)).map_err(Failure::Runtime),
+        Command::Send(args) => runtime()?
+            .block_on(send::send(args))
+            .map_err(Failure::Runtime),
     }
 }
 
@@ -104,10 +120,16 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
     };
 }
 
@@ -125,11 +147,18 @@ fn check(path: &Path) -> Result<(), Failure> {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            println!("{}: INVALID, {} problem(s):", path.display(), e.problems.len());
+            println!(
+                "{}: INVALID, {} problem(s):",
+                path.display(),
+                e.problems.len()
+            );
             for p in &e.problems {
                 println!("  - {p}");
             }
-            return Err(Failure::Config(anyhow::anyhow!("{} is not a valid config", path.display())));
+            return Err(Failure::Config(anyhow::anyhow!(
+                "{} is not a valid config",
+                path.display()
+            )));
         }
     };
     println!("{}: OK", path.display());
@@ -138,15 +167,29 @@ fn check(path: &Path) -> Result<(), Failure> {
         println!("  {} {} ({})", l.addr, l.mode(), l.name);
     }
     println!("admin: {}", config.admin.addr);
-    println!("apps: {}", config.apps.keys().map(u64::to_string).collect::<Vec<_>>().join(", "));
+    println!(
+        "apps: {}",
+        config
+            .apps
+            .keys()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("upstreams:");
     for u in config.upstreams.values() {
         println!("  {} -> {}", u.name, u.url);
     }
     println!("routes (first match wins):");
     for r in &config.routes {
-        let app = r.sdkappid.map(|a| format!(" sdkappid={a}")).unwrap_or_default();
-        let kind = r.kind.map(|k| format!(" kind={k:?}").to_lowercase()).unwrap_or_default();
+        let app = r
+            .sdkappid
+            .map(|a| format!(" sdkappid={a}"))
+            .unwrap_or_default();
+        let kind = r
+            .kind
+            .map(|k| format!(" kind={k:?}").to_lowercase())
+            .unwrap_or_default();
         println!(
             "  {}{app}{kind} -> [{}] policy={:?}",
             r.pattern,
@@ -161,7 +204,9 @@ fn check(path: &Path) -> Result<(), Failure> {
 }
 
 fn certs(out: &Path) -> Result<(), Failure> {
-    let pki = crate::certs::generate().context("cannot generate certificates").map_err(Failure::Runtime)?;
+    let pki = crate::certs::generate()
+        .context("cannot generate certificates")
+        .map_err(Failure::Runtime)?;
     let written = pki
         .write(out)
         .with_context(|| format!("cannot write certificates to {}", out.display()))

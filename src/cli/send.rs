@@ -53,10 +53,14 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
         None => Bytes::from(sample_body(&args.command).to_string()),
         Some(p) if p.as_os_str() == "-" => {
             let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).context("cannot read the body from standard input")?;
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("cannot read the body from standard input")?;
             Bytes::from(buf)
         }
-        Some(p) => Bytes::from(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
+        Some(p) => {
+            Bytes::from(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?)
+        }
     };
     let url = callback_url(&args)?;
     let identity = args.cert.as_deref().zip(args.key.as_deref());
@@ -88,7 +92,10 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("no answer from {} within {:?}", args.url, args.timeout))?
         .map_err(|e| anyhow::anyhow!("request to {} failed: {}", args.url, error_chain(&*e)))?;
     println!("HTTP {status}");
-    for name in [crate::respond::OUTCOME_HEADER, crate::respond::REQUEST_ID_HEADER] {
+    for name in [
+        crate::respond::OUTCOME_HEADER,
+        crate::respond::REQUEST_ID_HEADER,
+    ] {
         if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
             println!("{name}: {v}");
         }
@@ -110,7 +117,10 @@ fn callback_url(args: &SendArgs) -> anyhow::Result<String> {
         .append_pair("ClientIP", "127.0.0.1")
         .append_pair("OptPlatform", "RESTAPI");
     if let Some(token) = &args.token {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).to_string();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .to_string();
         query
             .append_pair("RequestTime", &now)
             .append_pair("Sign", &expected_sign(token, &now));
@@ -123,7 +133,9 @@ fn callback_url(args: &SendArgs) -> anyhow::Result<String> {
 /// placeholder values of the right JSON types.
 pub fn sample_body(command: &str) -> serde_json::Value {
     use serde_json::{Map, Value, json};
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     let mut fields = Map::new();
     if let Some(spec) = catalog::lookup(command) {
         for f in spec.fields {

@@ -51,7 +51,9 @@ impl Problems<'_> {
         match v.parse() {
             Ok(a) => Some(a),
             Err(_) => {
-                self.add(format!("{what}: {v:?} is not an address such as 127.0.0.1:8080"));
+                self.add(format!(
+                    "{what}: {v:?} is not an address such as 127.0.0.1:8080"
+                ));
                 None
             }
         }
@@ -93,7 +95,10 @@ pub(super) fn resolve(
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
     };
     if admin.addr.port() != 0 && listeners.iter().any(|l| l.addr == admin.addr) {
-        p.add(format!("admin.addr {} is also a listener address", admin.addr));
+        p.add(format!(
+            "admin.addr {} is also a listener address",
+            admin.addr
+        ));
     }
     if !admin.addr.ip().is_loopback() {
         warnings.push(format!(
@@ -105,7 +110,11 @@ pub(super) fn resolve(
     let apps = apps(&raw, &mut p);
     let limits = limits(&raw.limits, &mut p);
     let defaults = Defaults {
-        deadline: p.duration("defaults.deadline", raw.defaults.deadline.as_deref(), Duration::from_millis(1500)),
+        deadline: p.duration(
+            "defaults.deadline",
+            raw.defaults.deadline.as_deref(),
+            Duration::from_millis(1500),
+        ),
         on_timeout: raw.defaults.on_timeout.unwrap_or(OnTimeout::Allow),
         strict_commands: raw.defaults.strict_commands.unwrap_or(false),
     };
@@ -131,7 +140,12 @@ pub(super) fn resolve(
     })
 }
 
-fn listeners(raw: &RawConfig, base: &Path, p: &mut Problems<'_>, warnings: &mut Vec<String>) -> Vec<Listener> {
+fn listeners(
+    raw: &RawConfig,
+    base: &Path,
+    p: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> Vec<Listener> {
     if raw.listeners.is_empty() {
         p.add("listeners: at least one listener is required");
     }
@@ -149,7 +163,10 @@ fn listeners(raw: &RawConfig, base: &Path, p: &mut Problems<'_>, warnings: &mut 
         let tls = l.tls.as_ref().map(|t| ListenerTls {
             cert: p.path(&format!("{what}.tls.cert"), base, &t.cert),
             key: p.path(&format!("{what}.tls.key"), base, &t.key),
-            client_ca: t.client_ca.as_ref().map(|c| p.path(&format!("{what}.tls.client_ca"), base, c)),
+            client_ca: t
+                .client_ca
+                .as_ref()
+                .map(|c| p.path(&format!("{what}.tls.client_ca"), base, c)),
         });
         if let Some(t) = &tls {
             if let Err(e) = crate::tls::server_config(&t.cert, &t.key, t.client_ca.as_deref()) {
@@ -174,9 +191,14 @@ fn apps(raw: &RawConfig, p: &mut Problems<'_>) -> BTreeMap<u64, App> {
     }
     let mut apps = BTreeMap::new();
     for (i, a) in raw.apps.iter().enumerate() {
-        let token = a.token.as_ref().map(|t| p.text(&format!("apps[{i}].token"), t));
+        let token = a
+            .token
+            .as_ref()
+            .map(|t| p.text(&format!("apps[{i}].token"), t));
         if matches!(&token, Some(t) if t.is_empty()) {
-            p.add(format!("apps[{i}].token: empty token (remove the key to disable Sign checks)"));
+            p.add(format!(
+                "apps[{i}].token: empty token (remove the key to disable Sign checks)"
+            ));
         }
         let app = App {
             sdkappid: a.sdkappid,
@@ -202,10 +224,22 @@ fn limits(raw: &RawLimits, p: &mut Problems<'_>) -> Limits {
     };
     let limits = Limits {
         max_body,
-        header_timeout: p.duration("limits.header_timeout", raw.header_timeout.as_deref(), Duration::from_secs(5)),
-        idle_timeout: p.duration("limits.idle_timeout", raw.idle_timeout.as_deref(), Duration::from_secs(60)),
+        header_timeout: p.duration(
+            "limits.header_timeout",
+            raw.header_timeout.as_deref(),
+            Duration::from_secs(5),
+        ),
+        idle_timeout: p.duration(
+            "limits.idle_timeout",
+            raw.idle_timeout.as_deref(),
+            Duration::from_secs(60),
+        ),
         max_connections: raw.max_connections.unwrap_or(10_000),
-        sign_window: p.duration("limits.sign_window", raw.sign_window.as_deref(), Duration::from_secs(60)),
+        sign_window: p.duration(
+            "limits.sign_window",
+            raw.sign_window.as_deref(),
+            Duration::from_secs(60),
+        ),
     };
     if limits.max_body == 0 {
         p.add("limits.max_body: must be above 0");
@@ -226,11 +260,27 @@ fn limits(raw: &RawLimits, p: &mut Problems<'_>) -> Limits {
 
 fn delivery(raw: &RawDelivery, base: &Path, p: &mut Problems<'_>) -> Delivery {
     let d = Delivery {
-        outbox: p.path("delivery.outbox", base, raw.outbox.as_deref().unwrap_or("data/outbox")),
+        outbox: p.path(
+            "delivery.outbox",
+            base,
+            raw.outbox.as_deref().unwrap_or("data/outbox"),
+        ),
         max_attempts: raw.max_attempts.unwrap_or(8),
-        backoff: p.duration("delivery.backoff", raw.backoff.as_deref(), Duration::from_millis(200)),
-        max_backoff: p.duration("delivery.max_backoff", raw.max_backoff.as_deref(), Duration::from_secs(30)),
-        max_age: p.duration("delivery.max_age", raw.max_age.as_deref(), Duration::from_secs(3600)),
+        backoff: p.duration(
+            "delivery.backoff",
+            raw.backoff.as_deref(),
+            Duration::from_millis(200),
+        ),
+        max_backoff: p.duration(
+            "delivery.max_backoff",
+            raw.max_backoff.as_deref(),
+            Duration::from_secs(30),
+        ),
+        max_age: p.duration(
+            "delivery.max_age",
+            raw.max_age.as_deref(),
+            Duration::from_secs(3600),
+        ),
         max_pending: raw.max_pending.unwrap_or(100_000),
     };
     if d.max_attempts == 0 {
@@ -259,9 +309,15 @@ fn upstreams(
         let what = format!("upstreams.{name}");
         let text = p.text(&format!("{what}.url"), &u.url);
         let url = match text.parse::<http::Uri>() {
-            Ok(url) if matches!(url.scheme_str(), Some("http" | "https")) && url.host().is_some() => url,
+            Ok(url)
+                if matches!(url.scheme_str(), Some("http" | "https")) && url.host().is_some() =>
+            {
+                url
+            }
             Ok(_) => {
-                p.add(format!("{what}.url: {text:?} must be an http:// or https:// URL with a host"));
+                p.add(format!(
+                    "{what}.url: {text:?} must be an http:// or https:// URL with a host"
+                ));
                 continue;
             }
             Err(e) => {
@@ -279,9 +335,18 @@ fn upstreams(
         let up = Upstream {
             name: name.clone(),
             timeout,
-            ca: u.ca.as_ref().map(|c| p.path(&format!("{what}.ca"), base, c)),
-            client_cert: u.client_cert.as_ref().map(|c| p.path(&format!("{what}.client_cert"), base, c)),
-            client_key: u.client_key.as_ref().map(|c| p.path(&format!("{what}.client_key"), base, c)),
+            ca: u
+                .ca
+                .as_ref()
+                .map(|c| p.path(&format!("{what}.ca"), base, c)),
+            client_cert: u
+                .client_cert
+                .as_ref()
+                .map(|c| p.path(&format!("{what}.client_cert"), base, c)),
+            client_key: u
+                .client_key
+                .as_ref()
+                .map(|c| p.path(&format!("{what}.client_key"), base, c)),
             url,
         };
         let identity = match (&up.client_cert, &up.client_key) {
@@ -297,7 +362,11 @@ fn upstreams(
         {
             p.add(format!("{what}: {e}"));
         }
-        if let Some(w) = up.client_key.as_deref().and_then(crate::tls::loose_key_permissions) {
+        if let Some(w) = up
+            .client_key
+            .as_deref()
+            .and_then(crate::tls::loose_key_permissions)
+        {
             warnings.push(format!("{what}.client_key: {w}"));
         }
         out.insert(name.clone(), up);
@@ -305,7 +374,11 @@ fn upstreams(
     out
 }
 
-fn routes(raw: &RawConfig, upstreams: &BTreeMap<String, Upstream>, p: &mut Problems<'_>) -> Vec<Route> {
+fn routes(
+    raw: &RawConfig,
+    upstreams: &BTreeMap<String, Upstream>,
+    p: &mut Problems<'_>,
+) -> Vec<Route> {
     let mut out = Vec::new();
     for (i, r) in raw.routes.iter().enumerate() {
         let what = format!("routes[{i}]");
@@ -314,7 +387,9 @@ fn routes(raw: &RawConfig, upstreams: &BTreeMap<String, Upstream>, p: &mut Probl
             p.add(format!("{what}.match: must not be empty"));
         }
         if r.upstreams.is_empty() {
-            p.add(format!("{what}.upstreams: at least one upstream is required"));
+            p.add(format!(
+                "{what}.upstreams: at least one upstream is required"
+            ));
         }
         for u in &r.upstreams {
             if !upstreams.contains_key(u) && !raw.upstreams.contains_key(u) {

@@ -17,7 +17,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Replaces every `${NAME}` with `lookup(NAME)`. Every unset variable is
 /// reported, not only the first.
-pub fn expand_env(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<String>> {
+pub fn expand_env(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, Vec<String>> {
     let mut out = String::with_capacity(text.len());
     let mut missing = Vec::new();
     let mut rest = text;
@@ -41,7 +44,11 @@ pub fn expand_env(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result
         }
     }
     out.push_str(rest);
-    if missing.is_empty() { Ok(out) } else { Err(missing) }
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(missing)
+    }
 }
 
 fn format_duration(d: &Duration) -> String {

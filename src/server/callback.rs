@@ -42,12 +42,26 @@ struct Trace {
     detail: Option<String>,
 }
 
-pub async fn handle(shared: Arc<Shared>, peer: Arc<Peer>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let arrival = Instant::now();
     let request_id = format!("{:032x}", fastrand::u128(..));
     let snapshot = shared.load();
     let mut trace = Trace::default();
-    let (response, outcome) = match process(&shared, &snapshot, &peer, request, arrival, &request_id, &mut trace).await {
+    let (response, outcome) = match process(
+        &shared,
+        &snapshot,
+        &peer,
+        request,
+        arrival,
+        &request_id,
+        &mut trace,
+    )
+    .await
+    {
         Ok(done) => done,
         Err(rejection) => {
             trace.detail = Some(rejection.to_string());
@@ -96,7 +110,10 @@ async fn process(
     let raw_query: Arc<str> = Arc::from(request.uri().query().unwrap_or(""));
     let query = validate::parse_query(&raw_query)?;
     trace.sdkappid = Some(query.sdkappid);
-    let app = config.apps.get(&query.sdkappid).ok_or(Rejection::UnknownApp(query.sdkappid))?;
+    let app = config
+        .apps
+        .get(&query.sdkappid)
+        .ok_or(Rejection::UnknownApp(query.sdkappid))?;
     let command = query.command.as_deref().ok_or(Rejection::MissingCommand)?;
     trace.command = Some(command.to_owned());
     if let Some(token) = &app.token {
@@ -109,7 +126,12 @@ async fn process(
         )?;
     }
 
-    let body = read_body(request.into_body(), config.limits.max_body, arrival + config.limits.header_timeout).await?;
+    let body = read_body(
+        request.into_body(),
+        config.limits.max_body,
+        arrival + config.limits.header_timeout,
+    )
+    .await?;
     let spec = catalog::lookup(command);
     check_body(&body, command, spec)?;
     if config.defaults.strict_commands && spec.is_none() {
@@ -120,9 +142,14 @@ async fn process(
     trace.kind = Some(routed.kind);
     let Some(route) = routed.route else {
         if routed.kind == Kind::Decision {
-            shared.metrics.fallback(decide::FallbackReason::NoRoute.label());
+            shared
+                .metrics
+                .fallback(decide::FallbackReason::NoRoute.label());
         }
-        return Ok((unrouted(routed.kind, routed.on_timeout, request_id), Outcome::Unrouted));
+        return Ok((
+            unrouted(routed.kind, routed.on_timeout, request_id),
+            Outcome::Unrouted,
+        ));
     };
     trace.route = Some(route.index);
     let fwd = Forward {
@@ -141,11 +168,16 @@ async fn process(
             let decided = decide::decide(snapshot, route, &fwd, budget, &shared.metrics).await;
             trace.results = decided.results;
             match decided.verdict {
-                Verdict::Upstream { body, .. } => Ok((respond::upstream(body, request_id), Outcome::Upstream)),
+                Verdict::Upstream { body, .. } => {
+                    Ok((respond::upstream(body, request_id), Outcome::Upstream))
+                }
                 Verdict::Fallback(reason) => {
                     shared.metrics.fallback(reason.label());
                     trace.detail = Some(format!("fallback: {}", reason.label()));
-                    Ok((respond::fallback(routed.on_timeout, request_id), Outcome::Fallback))
+                    Ok((
+                        respond::fallback(routed.on_timeout, request_id),
+                        Outcome::Fallback,
+                    ))
                 }
             }
         }

@@ -81,7 +81,10 @@ mod tests {
     fn reads_the_parameters_in_any_case() {
         let q = parse_query("sdkappid=1400000001&CallbackCommand=Group.CallbackAfterNewMemberJoin&contenttype=json&ClientIP=1.2.3.4&OptPlatform=Web").unwrap();
         assert_eq!(q.sdkappid, 1400000001);
-        assert_eq!(q.command.as_deref(), Some("Group.CallbackAfterNewMemberJoin"));
+        assert_eq!(
+            q.command.as_deref(),
+            Some("Group.CallbackAfterNewMemberJoin")
+        );
         assert!(q.sign.is_none() && q.request_time.is_none());
         for spelling in ["SdkAppid", "SDKAppID", "SdkAppId"] {
             assert_eq!(parse_query(&format!("{spelling}=7")).unwrap().sdkappid, 7);
@@ -94,17 +97,39 @@ mod tests {
     #[test]
     fn refuses_bad_app_ids_and_duplicates() {
         assert_eq!(parse_query(""), Err(QueryError::MissingAppId));
-        assert_eq!(parse_query("CallbackCommand=x"), Err(QueryError::MissingAppId));
-        for bad in ["", "abc", "-1", "+1", "1.0", " 1", "0x10", "99999999999999999999999"] {
-            assert_eq!(parse_query(&format!("SdkAppid={bad}")), Err(QueryError::BadAppId), "{bad:?}");
+        assert_eq!(
+            parse_query("CallbackCommand=x"),
+            Err(QueryError::MissingAppId)
+        );
+        for bad in [
+            "",
+            "abc",
+            "-1",
+            "+1",
+            "1.0",
+            " 1",
+            "0x10",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(
+                parse_query(&format!("SdkAppid={bad}")),
+                Err(QueryError::BadAppId),
+                "{bad:?}"
+            );
         }
-        assert_eq!(parse_query("SdkAppid=1&sdkappid=1"), Err(QueryError::Duplicate("SdkAppid")));
+        assert_eq!(
+            parse_query("SdkAppid=1&sdkappid=1"),
+            Err(QueryError::Duplicate("SdkAppid"))
+        );
         assert_eq!(
             parse_query("SdkAppid=1&Sign=a&Sign=b"),
             Err(QueryError::Duplicate("Sign"))
         );
         // An empty command is the same as none.
-        assert_eq!(parse_query("SdkAppid=1&CallbackCommand=").unwrap().command, None);
+        assert_eq!(
+            parse_query("SdkAppid=1&CallbackCommand=").unwrap().command,
+            None
+        );
     }
 
     proptest! {

@@ -95,8 +95,14 @@ mod tests {
         assert_eq!(v(None, Some(VECTOR)), Err(SignError::MissingTime));
         assert_eq!(v(Some("soon"), Some(VECTOR)), Err(SignError::BadTime));
         assert_eq!(v(Some("1669872112"), None), Err(SignError::MissingSign));
-        assert_eq!(v(Some("1669872112"), Some(&VECTOR.to_uppercase())), Err(SignError::Mismatch));
-        assert_eq!(v(Some("1669872112"), Some(&VECTOR[..63])), Err(SignError::Mismatch));
+        assert_eq!(
+            v(Some("1669872112"), Some(&VECTOR.to_uppercase())),
+            Err(SignError::Mismatch)
+        );
+        assert_eq!(
+            v(Some("1669872112"), Some(&VECTOR[..63])),
+            Err(SignError::Mismatch)
+        );
         assert_eq!(v(Some("1669872112"), Some("")), Err(SignError::Mismatch));
         assert_eq!(
             verify_sign("other", Some("1669872112"), Some(VECTOR), w, now),

@@ -26,7 +26,8 @@ pub const GROUP_SEND: &str = r#"{"CallbackCommand":"Group.CallbackBeforeSendMsg"
 pub const MEMBER_JOIN: &str = r#"{"CallbackCommand":"Group.CallbackAfterNewMemberJoin","GroupId":"@TGS#2J4SZEAEL","Type":"Public","JoinType":"Apply","Operator_Account":"alice","NewMemberList":[{"Member_Account":"bob"}],"EventTime":"1670574414123"}"#;
 
 pub fn fixture(command: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/callbacks/{command}.json"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/callbacks/{command}.json"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -34,7 +35,11 @@ pub fn fixture(command: &str) -> String {
 #[derive(Clone, Debug)]
 pub enum Reply {
     /// Status and body, after a delay.
-    Answer { status: u16, body: String, delay: Duration },
+    Answer {
+        status: u16,
+        body: String,
+        delay: Duration,
+    },
     /// Accept the request and never answer.
     Hang,
     /// Close the connection without an answer.
@@ -46,17 +51,31 @@ impl Reply {
         Self::json(OK)
     }
     pub fn json(body: &str) -> Self {
-        Reply::Answer { status: 200, body: body.to_owned(), delay: Duration::ZERO }
+        Reply::Answer {
+            status: 200,
+            body: body.to_owned(),
+            delay: Duration::ZERO,
+        }
     }
     pub fn code(code: i64) -> Self {
-        Self::json(&format!(r#"{{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":{code}}}"#))
+        Self::json(&format!(
+            r#"{{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":{code}}}"#
+        ))
     }
     pub fn status(status: u16) -> Self {
-        Reply::Answer { status, body: OK.to_owned(), delay: Duration::ZERO }
+        Reply::Answer {
+            status,
+            body: OK.to_owned(),
+            delay: Duration::ZERO,
+        }
     }
     pub fn after(self, delay: Duration) -> Self {
         match self {
-            Reply::Answer { status, body, .. } => Reply::Answer { status, body, delay },
+            Reply::Answer { status, body, .. } => Reply::Answer {
+                status,
+                body,
+                delay,
+            },
             other => other,
         }
     }
@@ -99,22 +118,36 @@ impl Upstream {
         let (rec, arr) = (received.clone(), arrived.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let (rec, arr, script) = (rec.clone(), arr.clone(), script.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let (rec, arr, script) = (rec.clone(), arr.clone(), script.clone());
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
                             let n = {
                                 let mut list = rec.lock().unwrap();
-                                list.push(Received { uri: parts.uri, headers: parts.headers, body });
+                                list.push(Received {
+                                    uri: parts.uri,
+                                    headers: parts.headers,
+                                    body,
+                                });
                                 list.len() - 1
                             };
                             arr.notify_waiters();
                             match script(n) {
-                                Reply::Answer { status, body, delay } => {
+                                Reply::Answer {
+                                    status,
+                                    body,
+                                    delay,
+                                } => {
                                     tokio::time::sleep(delay).await;
                                     let mut r = Response::new(Full::new(Bytes::from(body)));
                                     *r.status_mut() = StatusCode::from_u16(status).unwrap();
@@ -134,7 +167,11 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, received, arrived }
+        Upstream {
+            addr,
+            received,
+            arrived,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -158,7 +195,11 @@ impl Upstream {
                 return self.received();
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("upstream {} got {} requests, expected {n}", self.addr, self.count());
+                panic!(
+                    "upstream {} got {} requests, expected {n}",
+                    self.addr,
+                    self.count()
+                );
             }
         }
     }
@@ -194,9 +235,14 @@ impl Gateway {
         text.push_str(yaml);
         let path = dir.path().join("routes.yaml");
         std::fs::write(&path, text).unwrap();
-        let config = callgate::Config::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let config =
+            callgate::Config::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let gw = callgate::Gateway::start(config).await.unwrap();
-        Gateway { gw: Some(gw), dir, http: reqwest::Client::new() }
+        Gateway {
+            gw: Some(gw),
+            dir,
+            http: reqwest::Client::new(),
+        }
     }
 
     pub fn gw(&self) -> &callgate::Gateway {
@@ -237,7 +283,14 @@ impl Gateway {
     }
 
     pub async fn metrics(&self) -> String {
-        self.http.get(format!("{}/metrics", self.admin())).send().await.unwrap().text().await.unwrap()
+        self.http
+            .get(format!("{}/metrics", self.admin()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub async fn shutdown(mut self) {
@@ -258,12 +311,23 @@ pub struct Answer {
 
 impl Answer {
     pub async fn read(r: reqwest::Response) -> Self {
-        let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
         let outcome = header("x-callgate-outcome");
         let request_id = header("x-request-id");
         let status = r.status().as_u16();
         let body = r.bytes().await.unwrap();
-        Answer { status, outcome, request_id, body }
+        Answer {
+            status,
+            outcome,
+            request_id,
+            body,
+        }
     }
 
     pub fn text(&self) -> &str {
@@ -271,7 +335,8 @@ impl Answer {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("answer is not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {}", self.text()))
     }
 
     /// Asserts a failure answer of the checks: status, JSON shape, and a
@@ -284,7 +349,10 @@ impl Answer {
         assert_ne!(v["ErrorCode"], 0);
         assert!(v["ErrorCode"].is_i64());
         let reason = v["ErrorInfo"].as_str().unwrap();
-        assert!(reason.contains(info), "ErrorInfo {reason:?} should mention {info:?}");
+        assert!(
+            reason.contains(info),
+            "ErrorInfo {reason:?} should mention {info:?}"
+        );
     }
 }
 
