@@ -5,7 +5,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -105,18 +105,27 @@ async fn connection(
     limits: ConnLimits,
     stop: CancellationToken,
 ) {
+    let accepted = Instant::now();
     let activity = Activity::new();
     let tracked = Tracked {
         inner: stream,
         activity: activity.clone(),
     };
     match tls {
-        None => drive(tracked, peer, shared, &builder, limits, &activity, stop).await,
+        None => {
+            drive(
+                tracked, peer, shared, &builder, limits, accepted, &activity, stop,
+            )
+            .await
+        }
         Some(config) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
             match tokio::time::timeout(limits.header_timeout, acceptor.accept(tracked)).await {
                 Ok(Ok(tls_stream)) => {
-                    drive(tls_stream, peer, shared, &builder, limits, &activity, stop).await
+                    drive(
+                        tls_stream, peer, shared, &builder, limits, accepted, &activity, stop,
+                    )
+                    .await
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(peer = %peer.addr, error = %e, "TLS handshake failed")
@@ -127,20 +136,32 @@ async fn connection(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn drive<S>(
     io: S,
     peer: Arc<Peer>,
     shared: Arc<Shared>,
     builder: &auto::Builder<TokioExecutor>,
     limits: ConnLimits,
+    accepted: Instant,
     activity: &Activity,
     stop: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| callback::handle(shared.clone(), peer.clone(), req));
+    // hyper's header timeout only starts with a request's first byte; a
+    // client that connects and sends nothing is cut off here instead.
+    let requested = Arc::new(AtomicBool::new(false));
+    let seen = requested.clone();
+    let service = service_fn(move |req| {
+        seen.store(true, Ordering::Relaxed);
+        callback::handle(shared.clone(), peer.clone(), req)
+    });
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
+    let first_request_by = tokio::time::sleep_until(accepted + limits.header_timeout);
+    tokio::pin!(first_request_by);
+    let mut first_checked = false;
     let mut closing = false;
     loop {
         tokio::select! {
@@ -153,6 +174,13 @@ async fn drive<S>(
             _ = stop.cancelled(), if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
+            }
+            _ = &mut first_request_by, if !closing && !first_checked => {
+                first_checked = true;
+                if !requested.load(Ordering::Relaxed) {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
             }
             _ = activity.idle_for(limits.idle_timeout), if !closing => {
                 conn.as_mut().graceful_shutdown();
