@@ -211,3 +211,6 @@ impl Config {
         check::resolve(raw, path, &base, &|name| std::env::var(name).ok())
     }
 }
+
+#[cfg(test)]
+mod tests;
