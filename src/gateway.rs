@@ -126,6 +126,10 @@ pub struct Gateway {
     admin_addr: SocketAddr,
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// The admin address outlives the listeners, so `/readyz` can say 503
+    /// while requests drain.
+    admin_stop: CancellationToken,
+    admin_tasks: TaskTracker,
 }
 
 impl Gateway {
@@ -213,11 +217,13 @@ impl Gateway {
             lock: Mutex::new(()),
         });
         tracing::info!(addr = %admin_addr, "admin listening");
-        tasks.spawn(crate::admin::serve(
+        let admin_stop = CancellationToken::new();
+        let admin_tasks = TaskTracker::new();
+        admin_tasks.spawn(crate::admin::serve(
             admin,
             reloader.clone(),
-            tasks.clone(),
-            stop.clone(),
+            admin_tasks.clone(),
+            admin_stop.clone(),
         ));
         shared.set_ready();
         Ok(Gateway {
@@ -226,6 +232,8 @@ impl Gateway {
             admin_addr,
             stop,
             tasks,
+            admin_stop,
+            admin_tasks,
         })
     }
 
@@ -273,5 +281,8 @@ impl Gateway {
                 "notification deliveries still pending at exit are lost (in-memory queue)"
             );
         }
+        self.admin_stop.cancel();
+        self.admin_tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.admin_tasks.wait()).await;
     }
 }
