@@ -78,7 +78,7 @@ async fn route(reloader: &Reloader, req: Request<Incoming>) -> Response<Body> {
                 &serde_json::json!({ "generation": snap.generation, "config": &*snap.config }),
             )
         }
-        (&Method::POST, "/reload") => match reloader.reload().await {
+        (&Method::POST, "/reload") => match reloader.reload("admin").await {
             Ok(generation) => json(
                 StatusCode::OK,
                 &serde_json::json!({ "result": "ok", "generation": generation }),
@@ -88,8 +88,12 @@ async fn route(reloader: &Reloader, req: Request<Incoming>) -> Response<Body> {
                 &serde_json::json!({ "result": "error", "problems": problems }),
             ),
         },
-        (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/reload") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        (_, path @ ("/healthz" | "/readyz" | "/metrics" | "/config" | "/reload")) => {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            let allow = if path == "/reload" { "POST" } else { "GET" };
+            r.headers_mut()
+                .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+            r
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }

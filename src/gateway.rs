@@ -50,6 +50,9 @@ pub struct Reloader {
     admin: SocketAddr,
     /// One reload at a time, so generations are installed in order.
     lock: Mutex<()>,
+    /// Fingerprint of the watched files behind the config in force, so the
+    /// watcher does not reload again what a SIGHUP or POST already loaded.
+    loaded: std::sync::atomic::AtomicU64,
 }
 
 impl Reloader {
@@ -57,26 +60,81 @@ impl Reloader {
         &self.shared
     }
 
-    pub async fn reload(&self) -> Result<u64, Vec<String>> {
+    /// The files whose change triggers a reload: the config file and the
+    /// listeners' certificates, keys and client CAs.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let snap = self.shared.load();
+        let mut files = vec![self.source.clone()];
+        for l in &snap.config.listeners {
+            if let Some(t) = &l.tls {
+                files.extend([t.cert.clone(), t.key.clone()]);
+                files.extend(t.client_ca.clone());
+            }
+        }
+        files
+    }
+
+    /// Reloads; `trigger` says why, for the log.
+    pub async fn reload(&self, trigger: &'static str) -> Result<u64, Vec<String>> {
+        self.reload_unless(trigger, None)
+            .await
+            .unwrap_or_else(|| Ok(self.shared.load().generation))
+    }
+
+    /// Reloads unless the files behind the config in force already have
+    /// fingerprint `seen` (checked under the reload lock, so a change that
+    /// an admin reload just loaded is not loaded twice). `None`: skipped.
+    pub async fn reload_unless(
+        &self,
+        trigger: &'static str,
+        seen: Option<u64>,
+    ) -> Option<Result<u64, Vec<String>>> {
         let _one_at_a_time = self.lock.lock().await;
+        if seen.is_some_and(|fp| fp == self.loaded_fingerprint()) {
+            return None;
+        }
         let result = self.try_reload();
         self.shared.metrics.reload(result.is_ok());
         match &result {
-            Ok(generation) => tracing::info!(generation, "config reloaded"),
+            Ok(generation) => tracing::info!(generation, trigger, "config reloaded"),
             Err(problems) => {
-                tracing::error!(problems = ?problems, "config reload refused; the previous config keeps serving")
+                tracing::error!(trigger, problems = ?problems, "config reload refused; the previous config keeps serving")
             }
         }
-        result
+        Some(result)
+    }
+
+    /// Records the fingerprint of the files the first config came from.
+    pub fn set_loaded_fingerprint(&self, fingerprint: u64) {
+        self.loaded
+            .store(fingerprint, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Fingerprint of the files behind the config in force.
+    pub fn loaded_fingerprint(&self) -> u64 {
+        self.loaded.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn try_reload(&self) -> Result<u64, Vec<String>> {
+        // Taken before reading: a change racing the read makes the watcher
+        // reload once more rather than miss it.
+        let before = self.watched_files();
+        let fingerprint = crate::watch::fingerprint(&before);
         let config = Config::load(&self.source).map_err(|e| e.problems)?;
         // Certificates are loaded before anything is swapped, so a bad file
         // leaves both the old routes and the old certificates in force.
         let mut new_tls = Vec::new();
-        for listener in &config.listeners {
-            let slot = self.listeners.iter().find(|s| s.addr == listener.addr);
+        for (i, listener) in config.listeners.iter().enumerate() {
+            // By position first: several `:0` listeners share one address.
+            let slot = self
+                .listeners
+                .get(i)
+                .filter(|s| s.addr == listener.addr)
+                .or_else(|| {
+                    self.listeners
+                        .iter()
+                        .find(|s| s.addr == listener.addr && s.addr.port() != 0)
+                });
             match (slot, &listener.tls) {
                 (
                     Some(ListenerSlot {
@@ -116,6 +174,14 @@ impl Reloader {
         for (current, cfg) in new_tls {
             current.store(cfg);
         }
+        let after = self.watched_files();
+        let fingerprint = if after == before {
+            fingerprint
+        } else {
+            crate::watch::fingerprint(&after)
+        };
+        self.loaded
+            .store(fingerprint, std::sync::atomic::Ordering::SeqCst);
         Ok(generation)
     }
 }
@@ -215,6 +281,7 @@ impl Gateway {
             listeners: slots_by_addr,
             admin: admin_addr,
             lock: Mutex::new(()),
+            loaded: std::sync::atomic::AtomicU64::new(0),
         });
         tracing::info!(addr = %admin_addr, "admin listening");
         let admin_stop = CancellationToken::new();
@@ -225,6 +292,14 @@ impl Gateway {
             admin_tasks.clone(),
             admin_stop.clone(),
         ));
+        match crate::watch::Watcher::new(reloader.clone()) {
+            Ok(watcher) => {
+                admin_tasks.spawn(watcher.run(admin_stop.clone(), crate::watch::POLL));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "config files are not watched; reload with SIGHUP or POST /reload")
+            }
+        }
         shared.set_ready();
         Ok(Gateway {
             reloader,
@@ -250,8 +325,8 @@ impl Gateway {
         self.reloader.shared()
     }
 
-    pub async fn reload(&self) -> Result<u64, Vec<String>> {
-        self.reloader.reload().await
+    pub async fn reload(&self, trigger: &'static str) -> Result<u64, Vec<String>> {
+        self.reloader.reload(trigger).await
     }
 
     /// Stops accepting, lets requests in flight finish (up to `grace`),

@@ -23,6 +23,7 @@ pub mod state;
 pub mod tls;
 pub mod upstream;
 pub mod validate;
+pub mod watch;
 
 pub use config::Config;
 pub use gateway::Gateway;

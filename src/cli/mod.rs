@@ -19,6 +19,7 @@ use crate::gateway::{DRAIN, Gateway};
 #[command(
     name = "callgate",
     version,
+    propagate_version = true,
     about = "Gateway for instant-messaging third-party callbacks"
 )]
 pub struct Cli {
@@ -233,7 +234,7 @@ fn run(path: &Path) -> Result<(), Failure> {
             tokio::select! {
                 _ = hangup.recv() => {
                     tracing::info!("SIGHUP: reloading config");
-                    let _ = gateway.reload().await;
+                    let _ = gateway.reload("SIGHUP").await;
                 }
                 _ = terminate.recv() => break,
                 _ = interrupt.recv() => break,

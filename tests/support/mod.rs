@@ -84,6 +84,8 @@ impl Reply {
 /// What an upstream received.
 #[derive(Clone, Debug)]
 pub struct Received {
+    /// The gateway's end of the connection: the same for pooled requests.
+    pub peer: SocketAddr,
     pub uri: http::Uri,
     pub headers: http::HeaderMap,
     pub body: Bytes,
@@ -118,7 +120,7 @@ impl Upstream {
         let (rec, arr) = (received.clone(), arrived.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     return;
                 };
                 let (rec, arr, script) = (rec.clone(), arr.clone(), script.clone());
@@ -135,6 +137,7 @@ impl Upstream {
                             let n = {
                                 let mut list = rec.lock().unwrap();
                                 list.push(Received {
+                                    peer,
                                     uri: parts.uri,
                                     headers: parts.headers,
                                     body,
