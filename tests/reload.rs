@@ -340,16 +340,14 @@ async fn no_request_fails_while_the_config_is_swapped_50_times() {
         std::fs::write(&tmp, config(target, &a, &b)).unwrap();
         std::fs::rename(&tmp, gw.config_path()).unwrap();
         gw.gw().reload("test").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
     }
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await.unwrap();
     }
-    assert!(
-        done.load(Ordering::Relaxed) >= 100,
-        "too little load: {}",
-        done.load(Ordering::Relaxed)
-    );
+    let done = done.load(Ordering::Relaxed);
+    eprintln!("{done} requests answered across the swaps");
+    assert!(done >= 500, "too little load: {done}");
     assert!(generation(&gw).await >= 51);
 }
