@@ -1,19 +1,25 @@
-//! Notifications ("after" callbacks): acknowledged once queued, then
-//! delivered to every upstream of the route independently, with retries.
+//! Notification delivery: each (event, upstream) pair is tried
+//! independently, retried with backoff, and dead-lettered after
+//! `max_attempts` or `max_age`. Progress is kept in the durable outbox, so a
+//! restart resumes where the last run stopped.
 //!
-//! This queue lives in memory: bounded by `delivery.max_pending`, one task
-//! per (event, upstream). It is the seam where the durable outbox will go;
-//! until then a crash or restart loses what is still queued (README).
+//! One scheduler task owns the in-memory view of pending deliveries (a
+//! `BTreeMap` keyed by event id, so the oldest is first, plus a min-heap of
+//! due times) and hands due ones to attempt tasks, at most
+//! `MAX_IN_FLIGHT` at once.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::Delivery;
+use crate::outbox::{DeliveryRecord, EventRecord, Op, Outbox, OutboxError, Row};
 use crate::state::Shared;
 use crate::upstream::Forward;
 
@@ -21,117 +27,503 @@ use crate::upstream::Forward;
 const MAX_ANSWER: usize = 64 * 1024;
 /// Cap on one delivery attempt when the upstream sets no `timeout`.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Delivery attempts running at once, across all upstreams.
+const MAX_IN_FLIGHT: usize = 256;
+/// How often gauges are refreshed and removed upstreams are looked for.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
+/// Why a notification was not taken; IM gets 503 for each.
 #[derive(Debug, thiserror::Error)]
-#[error("the notification queue is full")]
-pub struct QueueFull;
+pub enum Refused {
+    #[error("the outbox is full")]
+    Full,
+    #[error("the outbox cannot store the notification: {0}")]
+    Store(String),
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+enum Msg {
+    Add {
+        id: u64,
+        created_ms: u64,
+        upstreams: Vec<Arc<str>>,
+        fwd: Forward,
+    },
+    Done {
+        id: u64,
+        upstream: Arc<str>,
+        outcome: Attempt,
+    },
+}
+
+enum Attempt {
+    Delivered,
+    Failed(String),
+    /// No point retrying (the upstream left the config, the event is gone).
+    Hopeless(String),
+}
 
 pub struct Deliverer {
-    permits: Arc<Semaphore>,
-    tasks: TaskTracker,
+    outbox: Arc<Outbox>,
+    /// Deliveries taken and not yet finished: the bound of `max_pending`.
+    pending: Arc<AtomicUsize>,
+    max_pending: usize,
+    accepting: AtomicBool,
+    tx: mpsc::UnboundedSender<Msg>,
+    /// Taken by `start`: the scheduler's inbox and what the outbox held.
+    startup: Mutex<Option<(mpsc::UnboundedReceiver<Msg>, Vec<Row>)>>,
+    scheduler: Mutex<Option<JoinHandle<()>>>,
     stop: CancellationToken,
 }
 
 impl Deliverer {
-    pub fn new(max_pending: usize) -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(max_pending.min(Semaphore::MAX_PERMITS))),
-            tasks: TaskTracker::new(),
+    /// Opens the outbox and reads what earlier runs left in it.
+    pub fn open(settings: &Delivery) -> Result<Self, OutboxError> {
+        let outbox = Arc::new(Outbox::open(&settings.outbox)?);
+        let rows = outbox.store().rows(false)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok(Self {
+            pending: Arc::new(AtomicUsize::new(rows.len())),
+            outbox,
+            max_pending: settings.max_pending,
+            accepting: AtomicBool::new(true),
+            tx,
+            startup: Mutex::new(Some((rx, rows))),
+            scheduler: Mutex::new(None),
             stop: CancellationToken::new(),
+        })
+    }
+
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Starts delivering, beginning with what earlier runs left pending.
+    pub fn start(&self, shared: &Arc<Shared>) {
+        let Some((rx, rows)) = self.startup.lock().ok().and_then(|mut s| s.take()) else {
+            return;
+        };
+        if !rows.is_empty() {
+            tracing::info!(
+                pending = rows.len(),
+                "resuming notification deliveries from the outbox"
+            );
+        }
+        let dead = self.outbox.store().counts().map(|(_, _, d)| d).unwrap_or(0);
+        shared
+            .metrics
+            .outbox_dead
+            .set(i64::try_from(dead).unwrap_or(i64::MAX));
+        let scheduler = Scheduler {
+            shared: shared.clone(),
+            outbox: self.outbox.clone(),
+            pending_count: self.pending.clone(),
+            tx: self.tx.clone(),
+            pending: BTreeMap::new(),
+            due: BinaryHeap::new(),
+            in_flight: 0,
+            generation: 0,
+        };
+        let handle = tokio::spawn(scheduler.run(rx, rows, self.stop.clone()));
+        if let Ok(mut s) = self.scheduler.lock() {
+            *s = Some(handle);
         }
     }
 
-    /// Queues one notification for each upstream, or none of them: either
-    /// every upstream will get it, or the sender is told it was not taken.
-    pub fn enqueue(
+    /// Stores the notification durably for each upstream, or refuses it
+    /// whole: either every upstream will get it, or IM is told it was not
+    /// taken.
+    pub async fn enqueue(
         &self,
-        shared: &Arc<Shared>,
+        shared: &Shared,
         fwd: &Forward,
+        command: &str,
         upstreams: &[Arc<str>],
-    ) -> Result<(), QueueFull> {
-        let n = u32::try_from(upstreams.len()).map_err(|_| QueueFull)?;
-        let Ok(mut permits) = self.permits.clone().try_acquire_many_owned(n) else {
+    ) -> Result<(), Refused> {
+        let dropped = |reason: Refused| {
             for name in upstreams {
                 shared.metrics.delivery(name, "dropped");
             }
-            return Err(QueueFull);
+            Err(reason)
         };
-        let received = Instant::now();
-        for name in upstreams {
-            let permit = permits.split(1).ok_or(QueueFull)?;
-            shared.metrics.outbox_pending.inc();
-            self.tasks.spawn(deliver(
-                shared.clone(),
-                name.clone(),
-                fwd.clone(),
-                received,
-                permit,
-                self.stop.clone(),
-            ));
+        if !self.accepting.load(Ordering::SeqCst) {
+            return dropped(Refused::ShuttingDown);
         }
+        let n = upstreams.len();
+        let reserved = self
+            .pending
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| {
+                (p + n <= self.max_pending).then_some(p + n)
+            });
+        if reserved.is_err() {
+            return dropped(Refused::Full);
+        }
+        let id = self.outbox.new_id();
+        let created_ms = now_ms();
+        let record = DeliveryRecord {
+            created_ms,
+            attempts: 0,
+            next_at_ms: created_ms,
+            last_error: String::new(),
+        };
+        let op = Op::Append {
+            id,
+            event: EventRecord::from_forward(fwd, command, created_ms).encode(),
+            deliveries: upstreams
+                .iter()
+                .map(|u| (u.to_string(), record.clone()))
+                .collect(),
+        };
+        if let Err(e) = self.outbox.write_durable(op).await {
+            self.pending.fetch_sub(n, Ordering::SeqCst);
+            return dropped(Refused::Store(e));
+        }
+        shared
+            .metrics
+            .outbox_pending
+            .set(gauge(self.pending.load(Ordering::SeqCst)));
+        let _ = self.tx.send(Msg::Add {
+            id,
+            created_ms,
+            upstreams: upstreams.to_vec(),
+            fwd: fwd.clone(),
+        });
         Ok(())
     }
 
-    /// Stops scheduling retries and waits (up to `grace`) for attempts in
-    /// flight. Returns how many deliveries were still unfinished.
+    /// Refuses new notifications, lets attempts in flight finish (up to
+    /// `grace`), commits all progress durably and closes the outbox.
+    /// Whatever is still pending stays on disk for the next start. Returns
+    /// how many deliveries were pending.
     pub async fn shutdown(&self, grace: Duration) -> usize {
+        self.accepting.store(false, Ordering::SeqCst);
         self.stop.cancel();
-        self.tasks.close();
-        let _ = tokio::time::timeout(grace, self.tasks.wait()).await;
-        self.tasks.len()
+        let scheduler = self.scheduler.lock().ok().and_then(|mut s| s.take());
+        if let Some(handle) = scheduler
+            && tokio::time::timeout(grace, handle).await.is_err()
+        {
+            tracing::warn!(
+                "delivery attempts still running at the end of the drain window; they will be repeated"
+            );
+        }
+        self.outbox.close().await;
+        self.pending.load(Ordering::SeqCst)
     }
 }
 
-async fn deliver(
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+struct Entry {
+    created_ms: u64,
+    attempts: u32,
+    next_at_ms: u64,
+    in_flight: bool,
+    /// The notification, kept for the first attempt only; retries read it
+    /// from the outbox so a backlog does not live in memory.
+    fwd: Option<Forward>,
+}
+
+type Key = (u64, Arc<str>);
+
+struct Scheduler {
     shared: Arc<Shared>,
-    name: Arc<str>,
-    fwd: Forward,
-    received: Instant,
-    _permit: OwnedSemaphorePermit,
-    stop: CancellationToken,
-) {
-    let metrics = &shared.metrics;
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let (client, settings) = {
-            let snap = shared.load();
-            (snap.upstream(&name).cloned(), snap.config.delivery.clone())
-        };
-        let Some(client) = client else {
-            metrics.delivery(&name, "dead");
-            tracing::warn!(request_id = %fwd.request_id, upstream = %name, "notification dead-lettered: upstream removed from config");
-            break;
-        };
-        let error = match client
-            .call(&fwd, MAX_ANSWER, Some(DEFAULT_ATTEMPT_TIMEOUT))
-            .await
-        {
-            Ok(answer) if answer.status.is_success() => {
-                metrics.delivery(&name, "delivered");
-                tracing::debug!(request_id = %fwd.request_id, upstream = %name, attempt, "notification delivered");
+    outbox: Arc<Outbox>,
+    pending_count: Arc<AtomicUsize>,
+    tx: mpsc::UnboundedSender<Msg>,
+    pending: BTreeMap<Key, Entry>,
+    due: BinaryHeap<Reverse<(u64, Key)>>,
+    in_flight: usize,
+    generation: u64,
+}
+
+impl Scheduler {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Msg>,
+        rows: Vec<Row>,
+        stop: CancellationToken,
+    ) {
+        for row in rows {
+            let key = (row.id, Arc::from(row.upstream.as_str()));
+            self.due.push(Reverse((row.record.next_at_ms, key.clone())));
+            self.pending.insert(
+                key,
+                Entry {
+                    created_ms: row.record.created_ms,
+                    attempts: row.record.attempts,
+                    next_at_ms: row.record.next_at_ms,
+                    in_flight: false,
+                    fwd: None,
+                },
+            );
+        }
+        self.housekeeping();
+        let mut tick = tokio::time::interval(HOUSEKEEPING);
+        loop {
+            let stopping = stop.is_cancelled();
+            if stopping && self.in_flight == 0 {
                 break;
             }
-            Ok(answer) => format!("status {}", answer.status.as_u16()),
-            Err(e) => e.to_string(),
-        };
-        if attempt >= settings.max_attempts || received.elapsed() >= settings.max_age {
-            metrics.delivery(&name, "dead");
-            tracing::warn!(request_id = %fwd.request_id, upstream = %name, attempt, %error, "notification dead-lettered");
-            break;
+            let wake = self.next_wake();
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.handle(msg),
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(wake), if !stopping => self.dispatch(),
+                _ = tick.tick() => self.housekeeping(),
+                _ = stop.cancelled(), if !stopping => {}
+            }
         }
-        metrics.delivery(&name, "retried");
-        let delay = backoff(&settings, attempt);
-        tracing::debug!(request_id = %fwd.request_id, upstream = %name, attempt, %error, ?delay, "notification will be retried");
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.cancelled() => {
-                tracing::warn!(request_id = %fwd.request_id, upstream = %name, attempt, "notification abandoned at shutdown (in-memory queue)");
-                break;
+        self.housekeeping();
+    }
+
+    /// When the earliest delivery is due (far away when none is, or when
+    /// the in-flight limit is reached; a finishing attempt wakes us).
+    fn next_wake(&self) -> tokio::time::Instant {
+        let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+        if self.in_flight >= MAX_IN_FLIGHT {
+            return far;
+        }
+        match self.due.peek() {
+            Some(Reverse((at, _))) => {
+                tokio::time::Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()))
+            }
+            None => far,
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Add {
+                id,
+                created_ms,
+                upstreams,
+                fwd,
+            } => {
+                for upstream in upstreams {
+                    let key = (id, upstream);
+                    self.due.push(Reverse((created_ms, key.clone())));
+                    self.pending.insert(
+                        key,
+                        Entry {
+                            created_ms,
+                            attempts: 0,
+                            next_at_ms: created_ms,
+                            in_flight: false,
+                            fwd: Some(fwd.clone()),
+                        },
+                    );
+                }
+                self.dispatch();
+            }
+            Msg::Done {
+                id,
+                upstream,
+                outcome,
+            } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.finish((id, upstream), outcome);
+                self.dispatch();
             }
         }
     }
-    metrics.outbox_pending.dec();
+
+    fn dispatch(&mut self) {
+        let now = now_ms();
+        while self.in_flight < MAX_IN_FLIGHT {
+            let Some(Reverse((at, key))) = self.due.peek().cloned() else {
+                return;
+            };
+            if at > now {
+                return;
+            }
+            self.due.pop();
+            let Some(entry) = self.pending.get_mut(&key) else {
+                continue;
+            };
+            // A stale heap item (the entry was rescheduled since).
+            if entry.in_flight || entry.next_at_ms != at {
+                continue;
+            }
+            entry.in_flight = true;
+            self.in_flight += 1;
+            let fwd = entry.fwd.take();
+            tokio::spawn(attempt(
+                self.shared.clone(),
+                self.outbox.clone(),
+                key,
+                fwd,
+                self.tx.clone(),
+            ));
+        }
+    }
+
+    fn finish(&mut self, key: Key, outcome: Attempt) {
+        let settings = self.shared.load().config.delivery.clone();
+        let now = now_ms();
+        let Some(entry) = self.pending.get_mut(&key) else {
+            return;
+        };
+        entry.in_flight = false;
+        entry.attempts += 1;
+        let created = entry.created_ms;
+        let too_old = Duration::from_millis(now.saturating_sub(created)) >= settings.max_age;
+        let error = match outcome {
+            Attempt::Delivered => {
+                self.pending.remove(&key);
+                self.release_one();
+                let metrics = &self.shared.metrics;
+                metrics.delivery(&key.1, "delivered");
+                metrics
+                    .delivery_latency
+                    .observe(Duration::from_millis(now.saturating_sub(created)).as_secs_f64());
+                self.outbox.write(Op::Delivered {
+                    id: key.0,
+                    upstream: key.1.to_string(),
+                });
+                return;
+            }
+            Attempt::Hopeless(e) => e,
+            Attempt::Failed(e) if entry.attempts >= settings.max_attempts => e,
+            Attempt::Failed(e) if too_old => format!("{e} (older than max_age)"),
+            Attempt::Failed(e) => {
+                let delay = backoff(&settings, entry.attempts);
+                entry.next_at_ms =
+                    now.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+                self.shared.metrics.delivery(&key.1, "retried");
+                tracing::debug!(id = key.0, upstream = %key.1, attempt = entry.attempts, error = %e, ?delay, "notification will be retried");
+                let record = record(entry, e);
+                self.due.push(Reverse((entry.next_at_ms, key.clone())));
+                self.outbox.write(Op::Retry {
+                    id: key.0,
+                    upstream: key.1.to_string(),
+                    record,
+                });
+                return;
+            }
+        };
+        self.dead_letter(key, error);
+    }
+
+    fn dead_letter(&mut self, key: Key, error: String) {
+        let Some(entry) = self.pending.remove(&key) else {
+            return;
+        };
+        let (id, upstream) = (key.0, key.1.to_string());
+        self.shared.metrics.delivery(&upstream, "dead");
+        self.shared.metrics.outbox_dead.inc();
+        tracing::warn!(id, upstream = %upstream, attempts = entry.attempts, error = %error, "notification dead-lettered");
+        self.outbox.write(Op::Dead {
+            id,
+            upstream,
+            record: record(&entry, error),
+        });
+        self.release_one();
+    }
+
+    fn release_one(&self) {
+        let left = self
+            .pending_count
+            .fetch_sub(1, Ordering::SeqCst)
+            .saturating_sub(1);
+        self.shared.metrics.outbox_pending.set(gauge(left));
+    }
+
+    /// Refreshes the gauges, and dead-letters deliveries to upstreams that
+    /// a reload removed (rather than retrying them until they expire).
+    fn housekeeping(&mut self) {
+        let snapshot = self.shared.load();
+        if snapshot.generation != self.generation {
+            self.generation = snapshot.generation;
+            let gone: Vec<Key> = self
+                .pending
+                .iter()
+                .filter(|(k, e)| !e.in_flight && snapshot.upstream(&k.1).is_none())
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in gone {
+                self.dead_letter(key, "upstream removed from the config".into());
+            }
+        }
+        let metrics = &self.shared.metrics;
+        metrics
+            .outbox_pending
+            .set(gauge(self.pending_count.load(Ordering::SeqCst)));
+        let oldest = self
+            .pending
+            .first_key_value()
+            .map_or(0, |(_, e)| now_ms().saturating_sub(e.created_ms) / 1000);
+        metrics
+            .outbox_oldest
+            .set(i64::try_from(oldest).unwrap_or(i64::MAX));
+    }
+}
+
+fn record(entry: &Entry, last_error: String) -> DeliveryRecord {
+    DeliveryRecord {
+        created_ms: entry.created_ms,
+        attempts: entry.attempts,
+        next_at_ms: entry.next_at_ms,
+        last_error,
+    }
+}
+
+async fn attempt(
+    shared: Arc<Shared>,
+    outbox: Arc<Outbox>,
+    key: Key,
+    fwd: Option<Forward>,
+    tx: mpsc::UnboundedSender<Msg>,
+) {
+    let (id, upstream) = key;
+    let outcome = try_once(&shared, &outbox, id, &upstream, fwd).await;
+    let _ = tx.send(Msg::Done {
+        id,
+        upstream,
+        outcome,
+    });
+}
+
+async fn try_once(
+    shared: &Shared,
+    outbox: &Arc<Outbox>,
+    id: u64,
+    upstream: &str,
+    fwd: Option<Forward>,
+) -> Attempt {
+    let Some(client) = shared.load().upstream(upstream).cloned() else {
+        return Attempt::Hopeless("upstream removed from the config".into());
+    };
+    let fwd = match fwd {
+        Some(f) => f,
+        None => {
+            let store = outbox.store().clone();
+            match tokio::task::spawn_blocking(move || store.event(id)).await {
+                Ok(Ok(Some(event))) => event.to_forward(),
+                Ok(Ok(None)) => return Attempt::Hopeless("event missing from the outbox".into()),
+                Ok(Err(e)) => return Attempt::Failed(format!("cannot read the outbox: {e}")),
+                Err(e) => return Attempt::Failed(format!("cannot read the outbox: {e}")),
+            }
+        }
+    };
+    match client
+        .call(&fwd, MAX_ANSWER, Some(DEFAULT_ATTEMPT_TIMEOUT))
+        .await
+    {
+        Ok(answer) if answer.status.is_success() => Attempt::Delivered,
+        Ok(answer) => Attempt::Failed(format!("status {}", answer.status.as_u16())),
+        Err(e) => Attempt::Failed(e.to_string()),
+    }
 }
 
 /// Exponential backoff from `backoff`, doubling per attempt up to

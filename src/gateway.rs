@@ -34,6 +34,8 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
     #[error("{0}")]
     Upstream(#[from] crate::upstream::UpstreamError),
+    #[error("{0}")]
+    Outbox(#[from] crate::outbox::OutboxError),
 }
 
 struct ListenerSlot {
@@ -244,9 +246,10 @@ impl Gateway {
             config.limits.max_connections.min(Semaphore::MAX_PERMITS),
         ));
         let source = config.source.clone();
-        let deliverer = Deliverer::new(config.delivery.max_pending);
+        let deliverer = Deliverer::open(&config.delivery)?;
         let snapshot = Snapshot::build(config, 1, None)?;
         let shared = Shared::new(snapshot, Arc::new(Metrics::new()), deliverer);
+        shared.deliverer.start(&shared);
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
 
@@ -349,11 +352,11 @@ impl Gateway {
         let left = grace
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(100));
-        let unfinished = shared.deliverer.shutdown(left).await;
-        if unfinished > 0 {
-            tracing::warn!(
-                unfinished,
-                "notification deliveries still pending at exit are lost (in-memory queue)"
+        let pending = shared.deliverer.shutdown(left).await;
+        if pending > 0 {
+            tracing::info!(
+                pending,
+                "undelivered notifications stay in the outbox for the next start"
             );
         }
         self.admin_stop.cancel();

@@ -16,6 +16,7 @@ pub mod decide;
 pub mod deliver;
 pub mod gateway;
 pub mod metrics;
+pub mod outbox;
 pub mod respond;
 pub mod route;
 pub mod server;

@@ -63,6 +63,9 @@ pub struct Metrics {
     pub config_generation: Gauge,
     pub deliveries: Family<UpstreamLabels, Counter>,
     pub outbox_pending: Gauge,
+    pub outbox_dead: Gauge,
+    pub outbox_oldest: Gauge,
+    pub delivery_latency: Histogram,
     pub connections: Gauge,
 }
 
@@ -88,6 +91,12 @@ impl Metrics {
         let config_generation = Gauge::default();
         let deliveries = Family::default();
         let outbox_pending = Gauge::default();
+        let outbox_dead = Gauge::default();
+        let outbox_oldest = Gauge::default();
+        // 5 ms .. 1 h: from a healthy upstream to a long outage.
+        let delivery_latency = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
+        ]);
         let connections = Gauge::default();
         // prometheus-client appends `_total` to counters itself.
         registry.register(
@@ -135,6 +144,21 @@ impl Metrics {
             "Client connections currently open",
             connections.clone(),
         );
+        registry.register(
+            "callgate_outbox_dead_letters",
+            "Dead-lettered deliveries kept in the outbox",
+            outbox_dead.clone(),
+        );
+        registry.register(
+            "callgate_outbox_oldest_pending_seconds",
+            "Age of the oldest pending notification delivery",
+            outbox_oldest.clone(),
+        );
+        registry.register(
+            "callgate_delivery_latency_seconds",
+            "Time from a notification's acknowledgement to its delivery",
+            delivery_latency.clone(),
+        );
         Self {
             registry,
             requests,
@@ -145,6 +169,9 @@ impl Metrics {
             config_generation,
             deliveries,
             outbox_pending,
+            outbox_dead,
+            outbox_oldest,
+            delivery_latency,
             connections,
         }
     }

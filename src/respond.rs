@@ -62,8 +62,8 @@ pub enum Rejection {
     Body(#[from] BodyError),
     #[error("unknown command {0} (strict_commands)")]
     UnknownCommand(String),
-    #[error("notification queue is full")]
-    QueueFull,
+    #[error("{0}")]
+    Outbox(#[from] crate::deliver::Refused),
 }
 
 impl Rejection {
@@ -78,7 +78,7 @@ impl Rejection {
             Rejection::BodyRead(_) | Rejection::Body(_) | Rejection::UnknownCommand(_) => {
                 StatusCode::BAD_REQUEST
             }
-            Rejection::QueueFull => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Outbox(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

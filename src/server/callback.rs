@@ -184,8 +184,8 @@ async fn process(
         Kind::Notification => {
             shared
                 .deliverer
-                .enqueue(shared, &fwd, &route.upstreams)
-                .map_err(|_| Rejection::QueueFull)?;
+                .enqueue(shared, &fwd, command, &route.upstreams)
+                .await?;
             Ok((respond::ok(Outcome::Queued, request_id), Outcome::Queued))
         }
     }

@@ -1,0 +1,184 @@
+//! The durable outbox of notifications (redb, in `delivery.outbox`).
+//!
+//! A notification is acknowledged to IM only once it is committed with an
+//! fsync. Commits are grouped: one writer thread takes every change queued
+//! while the previous commit ran and commits them together, so many
+//! concurrent notifications share one fsync. Delivery progress (retries,
+//! successes, dead letters) is written without waiting for the disk; it
+//! becomes durable with the next grouped commit, and a crash before that only
+//! repeats a delivery (at-least-once; upstreams get the same `x-request-id`
+//! again and can de-duplicate on it).
+
+pub mod record;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+pub use record::{DeliveryRecord, EventRecord};
+pub use store::{Op, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("cannot create the outbox folder {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("the outbox {0} is in use by another process (a running gateway?)")]
+    InUse(PathBuf),
+    #[error(
+        "the outbox {0} was written by an older format ({1}) and must be drained or moved away"
+    )]
+    Format(PathBuf, u8),
+    #[error("outbox storage: {0}")]
+    Db(#[from] redb::Error),
+    #[error("{0}")]
+    Corrupt(#[from] record::CorruptRecord),
+    #[error("the outbox writer has stopped")]
+    Closed,
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for OutboxError {
+            fn from(e: $t) -> Self {
+                OutboxError::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A pending or dead delivery as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub id: u64,
+    pub upstream: String,
+    pub record: DeliveryRecord,
+}
+
+enum Msg {
+    Op(Op),
+    /// Committed durably before the answer.
+    Durable(Op, oneshot::Sender<Result<(), String>>),
+    Sync(oneshot::Sender<Result<(), String>>),
+}
+
+/// Most changes one commit takes (bounds a transaction's size).
+const MAX_BATCH: usize = 4096;
+
+/// The gateway's handle on its outbox: the group-commit writer thread and
+/// read access for retries.
+pub struct Outbox {
+    store: Arc<Store>,
+    tx: std::sync::Mutex<Option<mpsc::Sender<Msg>>>,
+    writer: std::sync::Mutex<Option<JoinHandle<()>>>,
+    next_id: AtomicU64,
+}
+
+impl Outbox {
+    pub fn open(dir: &std::path::Path) -> Result<Self, OutboxError> {
+        let store = Arc::new(Store::open(dir)?);
+        let next_id = AtomicU64::new(store.next_id()?);
+        let (tx, rx) = mpsc::channel();
+        let writer_store = store.clone();
+        let writer = std::thread::Builder::new()
+            .name("callgate-outbox".into())
+            .spawn(move || write_loop(&writer_store, &rx))
+            .map_err(|e| OutboxError::Io(dir.to_path_buf(), e))?;
+        Ok(Self {
+            store,
+            tx: std::sync::Mutex::new(Some(tx)),
+            writer: std::sync::Mutex::new(Some(writer)),
+            next_id,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn new_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), OutboxError> {
+        let guard = self.tx.lock().map_err(|_| OutboxError::Closed)?;
+        guard
+            .as_ref()
+            .ok_or(OutboxError::Closed)?
+            .send(msg)
+            .map_err(|_| OutboxError::Closed)
+    }
+
+    /// Stores `op` and returns once it is on disk (fsync).
+    pub async fn write_durable(&self, op: Op) -> Result<(), String> {
+        let (reply, done) = oneshot::channel();
+        self.send(Msg::Durable(op, reply))
+            .map_err(|e| e.to_string())?;
+        done.await.map_err(|_| OutboxError::Closed.to_string())?
+    }
+
+    /// Queues `op`; it reaches disk with the next durable commit.
+    pub fn write(&self, op: Op) {
+        if let Err(e) = self.send(Msg::Op(op)) {
+            tracing::warn!(error = %e, "outbox update lost (a delivery may be repeated)");
+        }
+    }
+
+    /// Commits everything queued so far durably, then stops the writer.
+    pub async fn close(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.send(Msg::Sync(reply)).is_ok() {
+            let _ = done.await;
+        }
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+    }
+}
+
+/// The writer thread: waits for a change, takes every change queued
+/// behind it, commits them together, then answers the waiting ones.
+fn write_loop(store: &Store, rx: &mpsc::Receiver<Msg>) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = Vec::new();
+        let mut waiting = Vec::new();
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            match msg {
+                Msg::Op(op) => ops.push(op),
+                Msg::Durable(op, reply) => {
+                    ops.push(op);
+                    waiting.push(reply);
+                }
+                Msg::Sync(reply) => waiting.push(reply),
+            }
+            next = if ops.len() < MAX_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        let durable = !waiting.is_empty();
+        let result = store.apply(&ops, durable).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, changes = ops.len(), "outbox commit failed");
+        }
+        for reply in waiting {
+            let _ = reply.send(result.clone());
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The outbox file: one redb database in `delivery.outbox`, three tables.
+//!
+//! - `events`: event id -> the notification as received;
+//! - `pending`: (event id, upstream) -> delivery progress;
+//! - `dead`: (event id, upstream) -> the delivery that gave up.
+//!
+//! An event row lives as long as a pending or dead row names it. All calls
+//! are synchronous: the gateway makes them from its writer thread or
+//! `spawn_blocking`, the `callgate outbox` commands directly.
+
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+
+use super::record::{DeliveryRecord, EventRecord};
+use super::{OutboxError, Row};
+
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const PENDING: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("pending");
+const DEAD: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("dead");
+
+pub const FILE_NAME: &str = "outbox.redb";
+
+/// One change to the outbox; the writer applies many in one transaction.
+#[derive(Debug)]
+pub enum Op {
+    /// A new event and a pending delivery per upstream.
+    Append {
+        id: u64,
+        event: Vec<u8>,
+        deliveries: Vec<(String, DeliveryRecord)>,
+    },
+    Delivered {
+        id: u64,
+        upstream: String,
+    },
+    Retry {
+        id: u64,
+        upstream: String,
+        record: DeliveryRecord,
+    },
+    Dead {
+        id: u64,
+        upstream: String,
+        record: DeliveryRecord,
+    },
+}
+
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the outbox in `dir`. A second process opening the
+    /// same file is refused: redb locks it.
+    pub fn open(dir: &Path) -> Result<Store, OutboxError> {
+        std::fs::create_dir_all(dir).map_err(|e| OutboxError::Io(dir.to_path_buf(), e))?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => OutboxError::InUse(path.clone()),
+            redb::DatabaseError::UpgradeRequired(v) => OutboxError::Format(path.clone(), v),
+            other => OutboxError::Db(other.into()),
+        })?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(EVENTS)?;
+            txn.open_table(PENDING)?;
+            txn.open_table(DEAD)?;
+        }
+        txn.commit()?;
+        Ok(Store { db, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Applies `ops` in one transaction. `durable`: fsync before returning
+    /// (acknowledgements wait for this); otherwise the changes reach disk
+    /// with the next durable commit, and a crash before it only repeats a
+    /// delivery (at-least-once).
+    pub fn apply(&self, ops: &[Op], durable: bool) -> Result<(), OutboxError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })
+        .map_err(|e| OutboxError::Db(redb::Error::from(e)))?;
+        {
+            let mut events = txn.open_table(EVENTS)?;
+            let mut pending = txn.open_table(PENDING)?;
+            let mut dead = txn.open_table(DEAD)?;
+            for op in ops {
+                match op {
+                    Op::Append {
+                        id,
+                        event,
+                        deliveries,
+                    } => {
+                        events.insert(id, event.as_slice())?;
+                        for (upstream, record) in deliveries {
+                            pending.insert((*id, upstream.as_str()), record.encode().as_slice())?;
+                        }
+                    }
+                    Op::Delivered { id, upstream } => {
+                        pending.remove((*id, upstream.as_str()))?;
+                        drop_event_if_unused(*id, &mut events, &pending, &dead)?;
+                    }
+                    Op::Retry {
+                        id,
+                        upstream,
+                        record,
+                    } => {
+                        // Only a delivery still pending is updated (a purge
+                        // or replay by an operator wins).
+                        if pending.get((*id, upstream.as_str()))?.is_some() {
+                            pending.insert((*id, upstream.as_str()), record.encode().as_slice())?;
+                        }
+                    }
+                    Op::Dead {
+                        id,
+                        upstream,
+                        record,
+                    } => {
+                        pending.remove((*id, upstream.as_str()))?;
+                        dead.insert((*id, upstream.as_str()), record.encode().as_slice())?;
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Makes every earlier non-durable commit durable.
+    pub fn sync(&self) -> Result<(), OutboxError> {
+        self.apply(&[], true)
+    }
+
+    /// The next unused event id.
+    pub fn next_id(&self) -> Result<u64, OutboxError> {
+        let txn = self.db.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        Ok(events.last()?.map_or(1, |(k, _)| k.value() + 1))
+    }
+
+    pub fn event(&self, id: u64) -> Result<Option<EventRecord>, OutboxError> {
+        let txn = self.db.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        match events.get(id)? {
+            Some(v) => Ok(Some(EventRecord::decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every pending (or dead) delivery, in event order.
+    pub fn rows(&self, dead: bool) -> Result<Vec<Row>, OutboxError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(if dead { DEAD } else { PENDING })?;
+        let mut out = Vec::with_capacity(usize::try_from(table.len()?).unwrap_or(0));
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let (id, upstream) = k.value();
+            out.push(Row {
+                id,
+                upstream: upstream.to_owned(),
+                record: DeliveryRecord::decode(v.value())?,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn counts(&self) -> Result<(u64, u64, u64), OutboxError> {
+        let txn = self.db.begin_read()?;
+        Ok((
+            txn.open_table(EVENTS)?.len()?,
+            txn.open_table(PENDING)?.len()?,
+            txn.open_table(DEAD)?.len()?,
+        ))
+    }
+
+    /// Makes deliveries due now with fresh attempts: dead ones move back to
+    /// pending (`dead`), or pending ones skip their backoff. Returns how many.
+    pub fn replay(
+        &self,
+        dead: bool,
+        upstream: Option<&str>,
+        now_ms: u64,
+    ) -> Result<usize, OutboxError> {
+        let rows: Vec<Row> = self
+            .rows(dead)?
+            .into_iter()
+            .filter(|r| upstream.is_none_or(|u| u == r.upstream))
+            .collect();
+        let txn = self.db.begin_write()?;
+        {
+            let mut pending = txn.open_table(PENDING)?;
+            let mut dead_table = txn.open_table(DEAD)?;
+            for row in &rows {
+                let record = DeliveryRecord {
+                    attempts: 0,
+                    next_at_ms: now_ms,
+                    ..row.record.clone()
+                };
+                if dead {
+                    dead_table.remove((row.id, row.upstream.as_str()))?;
+                }
+                pending.insert((row.id, row.upstream.as_str()), record.encode().as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(rows.len())
+    }
+
+    /// Deletes dead letters (of one upstream, or all) and the events no
+    /// longer needed. Returns how many dead letters went.
+    pub fn purge_dead(&self, upstream: Option<&str>) -> Result<usize, OutboxError> {
+        let rows: Vec<Row> = self
+            .rows(true)?
+            .into_iter()
+            .filter(|r| upstream.is_none_or(|u| u == r.upstream))
+            .collect();
+        let txn = self.db.begin_write()?;
+        {
+            let mut events = txn.open_table(EVENTS)?;
+            let pending = txn.open_table(PENDING)?;
+            let mut dead = txn.open_table(DEAD)?;
+            for row in &rows {
+                dead.remove((row.id, row.upstream.as_str()))?;
+                drop_event_if_unused(row.id, &mut events, &pending, &dead)?;
+            }
+        }
+        txn.commit()?;
+        Ok(rows.len())
+    }
+}
+
+fn drop_event_if_unused(
+    id: u64,
+    events: &mut redb::Table<u64, &[u8]>,
+    pending: &redb::Table<(u64, &str), &[u8]>,
+    dead: &redb::Table<(u64, &str), &[u8]>,
+) -> Result<(), OutboxError> {
+    let range = (id, "")..(id + 1, "");
+    if pending.range(range.clone())?.next().is_none() && dead.range(range)?.next().is_none() {
+        events.remove(id)?;
+    }
+    Ok(())
+}
