@@ -36,7 +36,7 @@ pub enum UpstreamError {
 /// Why one call to an upstream produced no usable answer.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    #[error("transport: {0}")]
+    #[error("transport: {}", chain(.0))]
     Transport(#[from] hyper_util::client::legacy::Error),
     #[error("timed out")]
     Timeout,
@@ -44,6 +44,18 @@ pub enum CallError {
     Body(String),
     #[error("bad request: {0}")]
     Request(#[from] http::Error),
+}
+
+/// An error with its sources, `a: b: c`, for logs and dead letters.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 impl CallError {

@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad config.
 
+mod outbox;
 mod send;
 
 use std::path::{Path, PathBuf};
@@ -67,6 +68,8 @@ pub enum Command {
     },
     /// Send one callback as the IM backend would, and print the answer.
     Send(send::SendArgs),
+    /// Inspect, replay or purge the notification outbox of a stopped gateway.
+    Outbox(outbox::OutboxArgs),
 }
 
 /// Why the command failed, and so its exit code.
@@ -107,6 +110,15 @@ fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Send(args) => runtime()?
             .block_on(send::send(args))
             .map_err(Failure::Runtime),
+        Command::Outbox(args) => {
+            let dir = outbox::folder(&args).map_err(|e| {
+                Failure::Config(anyhow::anyhow!(
+                    "invalid config {}: {e}",
+                    args.config.display()
+                ))
+            })?;
+            outbox::run(&dir, &args.action).map_err(Failure::Runtime)
+        }
     }
 }
 
