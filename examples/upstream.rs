@@ -26,6 +26,7 @@ async fn main() -> std::io::Result<()> {
     println!("demo upstream listening on http://{addr}");
     loop {
         let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
         tokio::spawn(async move {
             let service = service_fn(|req: Request<Incoming>| async move {
                 let (parts, body) = req.into_parts();
