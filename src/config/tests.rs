@@ -226,3 +226,28 @@ fn relative_paths_resolve_against_the_config_folder() {
         "{p:#?}"
     );
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn on_yaml_like_text(text in "[a-z_:\\- \\n\\[\\]{}\"'*&!|>0-9.$]{0,300}") {
+            let _ = parse(&text);
+        }
+
+        /// Byte-level mutations of a valid config: an error or a config, never a panic.
+        #[test]
+        fn on_mutated_configs(at in 0usize..GOOD.len(), byte in any::<u8>(), cut in 0usize..GOOD.len()) {
+            let mut bytes = GOOD.as_bytes().to_vec();
+            bytes[at] = byte;
+            bytes.truncate(cut.max(at + 1));
+            if let Ok(text) = String::from_utf8(bytes) {
+                let _ = parse(&text);
+            }
+        }
+    }
+}
