@@ -129,6 +129,8 @@ impl Deliverer {
             pending: BTreeMap::new(),
             due: BinaryHeap::new(),
             in_flight: 0,
+            attempts: tokio::task::JoinSet::new(),
+            stopping: false,
             generation: 0,
         };
         let handle = tokio::spawn(scheduler.run(rx, rows, self.stop.clone()));
@@ -206,9 +208,13 @@ impl Deliverer {
         self.accepting.store(false, Ordering::SeqCst);
         self.stop.cancel();
         let scheduler = self.scheduler.lock().ok().and_then(|mut s| s.take());
-        if let Some(handle) = scheduler
-            && tokio::time::timeout(grace, handle).await.is_err()
+        if let Some(mut handle) = scheduler
+            && tokio::time::timeout(grace, &mut handle).await.is_err()
         {
+            // Dropping the scheduler aborts its attempts; they stay pending
+            // on disk and are repeated after the next start.
+            handle.abort();
+            let _ = handle.await;
             tracing::warn!(
                 "delivery attempts still running at the end of the drain window; they will be repeated"
             );
@@ -242,6 +248,10 @@ struct Scheduler {
     pending: BTreeMap<Key, Entry>,
     due: BinaryHeap<Reverse<(u64, Key)>>,
     in_flight: usize,
+    /// The attempts running; dropped (so aborted) with the scheduler.
+    attempts: tokio::task::JoinSet<()>,
+    /// Set once shutdown begins: no new attempt starts.
+    stopping: bool,
     generation: u64,
 }
 
@@ -270,6 +280,7 @@ impl Scheduler {
         let mut tick = tokio::time::interval(HOUSEKEEPING);
         loop {
             let stopping = stop.is_cancelled();
+            self.stopping = stopping;
             if stopping && self.in_flight == 0 {
                 break;
             }
@@ -282,6 +293,8 @@ impl Scheduler {
                 _ = tokio::time::sleep_until(wake), if !stopping => self.dispatch(),
                 _ = tick.tick() => self.housekeeping(),
                 _ = stop.cancelled(), if !stopping => {}
+                // Reap finished attempt tasks (their results came by message).
+                Some(_) = self.attempts.join_next(), if !self.attempts.is_empty() => {}
             }
         }
         self.housekeeping();
@@ -339,6 +352,9 @@ impl Scheduler {
     }
 
     fn dispatch(&mut self) {
+        if self.stopping {
+            return;
+        }
         let now = now_ms();
         while self.in_flight < MAX_IN_FLIGHT {
             let Some(Reverse((at, key))) = self.due.peek().cloned() else {
@@ -358,7 +374,7 @@ impl Scheduler {
             entry.in_flight = true;
             self.in_flight += 1;
             let fwd = entry.fwd.take();
-            tokio::spawn(attempt(
+            self.attempts.spawn(attempt(
                 self.shared.clone(),
                 self.outbox.clone(),
                 key,
@@ -375,7 +391,10 @@ impl Scheduler {
             return;
         };
         entry.in_flight = false;
-        entry.attempts += 1;
+        // A hopeless delivery sent nothing: no attempt to count.
+        if !matches!(outcome, Attempt::Hopeless(_)) {
+            entry.attempts += 1;
+        }
         let created = entry.created_ms;
         let too_old = Duration::from_millis(now.saturating_sub(created)) >= settings.max_age;
         let error = match outcome {

@@ -115,10 +115,10 @@ async fn an_endless_chunked_body_is_cut_off_at_max_body() {
         }
     }
     let mut buf = [0u8; 1024];
-    if answer.is_empty() {
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
-            answer.extend_from_slice(&buf[..n]);
-        }
+    if answer.is_empty()
+        && let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await
+    {
+        answer.extend_from_slice(&buf[..n]);
     }
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
