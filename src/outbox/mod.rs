@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -150,13 +151,31 @@ impl Outbox {
     }
 }
 
+/// Delivery progress waits at most this long for a durable commit to ride
+/// on before it is committed on its own.
+const DEFER: Duration = Duration::from_millis(50);
+
 /// The writer thread: waits for a change, takes every change queued
 /// behind it, commits them together, then answers the waiting ones.
+/// Progress updates alone do not cost a commit each: they are held (up to
+/// `DEFER`) and go out with the next acknowledged notification's commit.
 fn write_loop(store: &Store, rx: &mpsc::Receiver<Msg>) {
-    while let Ok(first) = rx.recv() {
-        let mut ops = Vec::new();
-        let mut waiting = Vec::new();
-        let mut next = Some(first);
+    let mut ops: Vec<Op> = Vec::new();
+    let mut waiting = Vec::new();
+    let mut held_since: Option<Instant> = None;
+    loop {
+        let first = match held_since {
+            None => match rx.recv() {
+                Ok(msg) => Some(msg),
+                Err(_) => break,
+            },
+            Some(since) => match rx.recv_timeout(DEFER.saturating_sub(since.elapsed())) {
+                Ok(msg) => Some(msg),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+        };
+        let mut next = first;
         while let Some(msg) = next {
             match msg {
                 Msg::Op(op) => ops.push(op),
@@ -173,12 +192,32 @@ fn write_loop(store: &Store, rx: &mpsc::Receiver<Msg>) {
             };
         }
         let durable = !waiting.is_empty();
-        let result = store.apply(&ops, durable).map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, changes = ops.len(), "outbox commit failed");
+        let due = held_since.is_some_and(|since| since.elapsed() >= DEFER);
+        if !durable && !due && ops.len() < MAX_BATCH {
+            held_since.get_or_insert_with(Instant::now);
+            continue;
         }
-        for reply in waiting {
-            let _ = reply.send(result.clone());
-        }
+        commit(store, &mut ops, &mut waiting, durable);
+        held_since = None;
     }
+    // The senders are gone: whatever is held is committed durably.
+    if !ops.is_empty() || !waiting.is_empty() {
+        commit(store, &mut ops, &mut waiting, true);
+    }
+}
+
+fn commit(
+    store: &Store,
+    ops: &mut Vec<Op>,
+    waiting: &mut Vec<oneshot::Sender<Result<(), String>>>,
+    durable: bool,
+) {
+    let result = store.apply(ops, durable).map_err(|e| e.to_string());
+    if let Err(e) = &result {
+        tracing::error!(error = %e, changes = ops.len(), "outbox commit failed");
+    }
+    for reply in waiting.drain(..) {
+        let _ = reply.send(result.clone());
+    }
+    ops.clear();
 }
