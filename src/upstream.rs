@@ -47,7 +47,7 @@ pub enum CallError {
 }
 
 /// An error with its sources, `a: b: c`, for logs and dead letters.
-fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

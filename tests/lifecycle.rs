@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -60,47 +59,13 @@ async fn shutdown_lets_requests_in_flight_finish_and_readyz_reports_draining() {
 async fn json_logs_have_one_line_per_callback_and_no_secrets() {
     const TOKEN: &str = "tok-NEVER-IN-LOGS-42";
     let up = Upstream::start(Reply::ok()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let (listen, admin) = (free(), free());
-    let config = dir.path().join("routes.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listeners:\n  - addr: \"{listen}\"\nadmin:\n  addr: \"{admin}\"\napps:\n  - sdkappid: {APP}\n    token: \"{TOKEN}\"\n{}routes:\n  - match: \"*\"\n    upstreams: [a]\n",
-            upstreams_yaml(&[("a", &up)])
-        ),
-    )
-    .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
-        .args(["--log-format", "json", "run", "-c"])
-        .arg(&config)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let rest = format!(
+        "apps:\n  - sdkappid: {APP}\n    token: \"{TOKEN}\"\n{}routes:\n  - match: \"*\"\n    upstreams: [a]\n",
+        upstreams_yaml(&[("a", &up)])
+    );
+    let mut gw = Binary::start(&rest, &["--log-format", "json"], "debug", true).await;
+    let (listen, admin) = (gw.listen, gw.admin);
     let http = reqwest::Client::new();
-    let started = Instant::now();
-    while http
-        .get(format!("http://{admin}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "gateway never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -132,18 +97,14 @@ async fn json_logs_have_one_line_per_callback_and_no_secrets() {
         .unwrap();
     assert!(!config_json.contains(TOKEN));
 
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().unwrap().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+    gw.signal("-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(15), gw.child.wait())
         .await
         .expect("no exit after SIGTERM")
         .unwrap();
     assert_eq!(status.code(), Some(0));
     let mut stderr = String::new();
-    tokio::io::AsyncReadExt::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr)
+    tokio::io::AsyncReadExt::read_to_string(gw.child.stderr.as_mut().unwrap(), &mut stderr)
         .await
         .unwrap();
     assert!(!stderr.contains(TOKEN), "the token leaked into the logs");

@@ -3,65 +3,22 @@
 
 mod support;
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn stalled_connections_and_large_bodies_keep_memory_bounded() {
     let up = Upstream::start(Reply::ok()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (free_addr(), free_addr());
-    let config = dir.path().join("routes.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listeners:\n  - addr: \"{listen}\"\nadmin:\n  addr: \"{admin}\"\napps:\n  - sdkappid: {APP}\nlimits:\n  header_timeout: 30s\n  max_body: 1MiB\n{}routes:\n  - match: \"*\"\n    upstreams: [a]\n",
-            upstreams_yaml(&[("a", &up)])
-        ),
-    )
-    .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
+    let rest = format!(
+        "apps:\n  - sdkappid: {APP}\nlimits:\n  header_timeout: 30s\n  max_body: 1MiB\n{}routes:\n  - match: \"*\"\n    upstreams: [a]\n",
+        upstreams_yaml(&[("a", &up)])
+    );
+    let mut gw = Binary::start(&rest, &[], "warn", false).await;
+    let listen = gw.listen;
     let http = reqwest::Client::new();
-    let started = Instant::now();
-    while http
-        .get(format!("http://{admin}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let callback = |http: reqwest::Client| async move {
         let url = format!(
             "http://{listen}/im?SdkAppid={APP}&CallbackCommand=Group.CallbackBeforeSendMsg"
@@ -69,7 +26,7 @@ async fn stalled_connections_and_large_bodies_keep_memory_bounded() {
         Answer::read(http.post(url).body(GROUP_SEND).send().await.unwrap()).await
     };
     assert_eq!(callback(http.clone()).await.outcome, "upstream");
-    let idle = rss_kib(pid);
+    let idle = gw.rss_kib();
 
     // 1,000 connections that send half a request and stall.
     let mut stalled = Vec::new();
@@ -83,7 +40,7 @@ async fn stalled_connections_and_large_bodies_keep_memory_bounded() {
         stalled.push(s);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let with_stalled = rss_kib(pid);
+    let with_stalled = gw.rss_kib();
     // Others are still served.
     assert_eq!(callback(http.clone()).await.outcome, "upstream");
 
@@ -110,7 +67,7 @@ async fn stalled_connections_and_large_bodies_keep_memory_bounded() {
             }
         }
     }
-    let after_flood = rss_kib(pid);
+    let after_flood = gw.rss_kib();
     assert_eq!(callback(http.clone()).await.outcome, "upstream");
     eprintln!(
         "RSS: idle {} MiB, 1,000 stalled connections {} MiB, after 128 x 1 MiB bodies {} MiB",
@@ -127,5 +84,5 @@ async fn stalled_connections_and_large_bodies_keep_memory_bounded() {
         "{after_flood} KiB after the flood"
     );
     drop(stalled);
-    child.kill().await.unwrap();
+    gw.child.kill().await.unwrap();
 }

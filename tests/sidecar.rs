@@ -4,84 +4,24 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use support::*;
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-struct Running {
-    child: tokio::process::Child,
-    listen: SocketAddr,
-    admin: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-async fn start(up: &Upstream) -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (free_addr(), free_addr());
-    let config = dir.path().join("routes.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listeners:\n  - addr: \"{listen}\"\nadmin:\n  addr: \"{admin}\"\napps:\n  - sdkappid: {APP}\n{}routes:\n  - match: \"*\"\n    upstreams: [a]\n",
-            upstreams_yaml(&[("a", up)])
-        ),
-    )
-    .unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let http = reqwest::Client::new();
-    let started = Instant::now();
-    while http
-        .get(format!("http://{admin}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Running {
-        child,
-        listen,
-        admin,
-        _dir: dir,
-    }
-}
-
-fn signal(pid: u32, sig: &str) {
-    assert!(
-        std::process::Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
+async fn start(up: &Upstream) -> Binary {
+    let rest = format!(
+        "apps:\n  - sdkappid: {APP}\n{}routes:\n  - match: \"*\"\n    upstreams: [a]\n",
+        upstreams_yaml(&[("a", up)])
     );
+    Binary::start(&rest, &[], "warn", false).await
 }
 
 #[tokio::test]
 async fn sigterm_under_load_answers_every_accepted_request() {
     let up = Upstream::start(Reply::code(0).after(Duration::from_millis(150))).await;
     let mut gw = start(&up).await;
-    let pid = gw.child.id().unwrap();
     // A fresh connection per request: after SIGTERM new connections are
     // refused (not accepted), while accepted ones must be answered.
     let http = reqwest::Client::builder()
@@ -103,10 +43,7 @@ async fn sigterm_under_load_answers_every_accepted_request() {
             broken.clone(),
             stop.clone(),
         );
-        let url = format!(
-            "http://{}/im?SdkAppid={APP}&CallbackCommand=Group.CallbackBeforeSendMsg",
-            gw.listen
-        );
+        let url = gw.url("Group.CallbackBeforeSendMsg");
         senders.push(tokio::spawn(async move {
             for _ in 0..500 {
                 if stop.load(Ordering::Relaxed) {
@@ -136,7 +73,7 @@ async fn sigterm_under_load_answers_every_accepted_request() {
         }));
     }
     up.wait_for(16, Duration::from_secs(10)).await;
-    signal(pid, "-TERM");
+    gw.signal("-TERM");
     let status = tokio::time::timeout(Duration::from_secs(15), gw.child.wait())
         .await
         .expect("no exit")
@@ -164,14 +101,10 @@ async fn sigterm_under_load_answers_every_accepted_request() {
 async fn a_sighup_storm_reloads_and_drops_nothing() {
     let up = Upstream::start(Reply::ok()).await;
     let mut gw = start(&up).await;
-    let pid = gw.child.id().unwrap();
     let http = reqwest::Client::new();
-    let url = format!(
-        "http://{}/im?SdkAppid={APP}&CallbackCommand=Group.CallbackBeforeSendMsg",
-        gw.listen
-    );
+    let url = gw.url("Group.CallbackBeforeSendMsg");
     for i in 0..50 {
-        signal(pid, "-HUP");
+        gw.signal("-HUP");
         if i % 5 == 0 {
             let a = Answer::read(http.post(&url).body(GROUP_SEND).send().await.unwrap()).await;
             assert_eq!(a.outcome, "upstream");

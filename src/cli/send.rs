@@ -90,7 +90,13 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     let (status, headers, body) = tokio::time::timeout(args.timeout, exchange)
         .await
         .map_err(|_| anyhow::anyhow!("no answer from {} within {:?}", args.url, args.timeout))?
-        .map_err(|e| anyhow::anyhow!("request to {} failed: {}", args.url, error_chain(&*e)))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "request to {} failed: {}",
+                args.url,
+                crate::upstream::chain(&*e)
+            )
+        })?;
     println!("HTTP {status}");
     for name in [
         crate::respond::OUTCOME_HEADER,
@@ -161,15 +167,4 @@ pub fn sample_body(command: &str) -> serde_json::Value {
         return Value::Object(fields);
     }
     json!({ "CallbackCommand": command, "EventTime": now_ms as u64 })
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

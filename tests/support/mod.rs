@@ -2,6 +2,10 @@
 //! 127.0.0.1 ports, a PKI generated per test, and a client acting as IM.
 #![allow(dead_code)]
 
+mod process;
+#[allow(unused_imports)]
+pub use process::{Binary, free_addr};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
