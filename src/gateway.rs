@@ -148,6 +148,8 @@ impl Reloader {
                         .map_err(|e| vec![e.to_string()])?;
                     new_tls.push((current.clone(), cfg));
                 }
+                // Plain before and after: nothing to reload.
+                (Some(ListenerSlot { tls: None, .. }), None) => {}
                 (Some(_), _) => tracing::warn!(
                     addr = %listener.addr,
                     "listener TLS mode changed: this needs a restart; the old mode keeps serving"
