@@ -332,3 +332,44 @@ async fn the_upstream_pool_recovers_after_an_upstream_restart() {
     assert!(second.count() >= 4);
     gw.shutdown().await;
 }
+
+/// A host name that does not resolve. The name has a 70-character label,
+/// which the system resolver refuses before sending any query (DNS labels
+/// are at most 63 characters), so no packet leaves this machine.
+#[tokio::test]
+async fn an_upstream_name_that_does_not_resolve_is_a_failure_not_a_hang() {
+    let host = format!("{}.invalid", "b".repeat(70));
+    let gw = Gateway::start(&format!(
+        "delivery:\n  max_attempts: 2\n  backoff: 20ms\n  max_backoff: 40ms\nupstreams:\n  nowhere:\n    url: \"http://{host}:9000/im\"\nroutes:\n  - match: \"*\"\n    upstreams: [nowhere]\n    deadline: 1500ms\n"
+    ))
+    .await;
+    let started = Instant::now();
+    let answer = gw.callback(CMD, GROUP_SEND).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!((answer.outcome.as_str(), answer.text()), ("fallback", OK));
+    // A notification to it is retried, then dead-lettered.
+    assert_eq!(
+        gw.callback("Group.CallbackAfterNewMemberJoin", MEMBER_JOIN)
+            .await
+            .outcome,
+        "queued"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = gw.metrics().await;
+        if m.contains(r#"callgate_deliveries_total{upstream="nowhere",result="dead"} 1"#) {
+            assert!(
+                m.contains(r#"callgate_deliveries_total{upstream="nowhere",result="retried"} 1"#),
+                "{m}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never dead-lettered: {m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.shutdown().await;
+}
