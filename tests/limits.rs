@@ -183,3 +183,30 @@ async fn garbage_and_invalid_http_get_closed_without_harm() {
     assert_eq!(up.count(), 1);
     gw.shutdown().await;
 }
+
+/// `header_timeout` bounds the first request only: a keep-alive connection
+/// may wait for its next request up to `idle_timeout`.
+#[tokio::test]
+async fn keep_alive_connections_wait_idle_timeout_not_header_timeout() {
+    let (up, gw) = gateway("  header_timeout: 300ms\n  idle_timeout: 5s\n").await;
+    let mut s = TcpStream::connect(gw.addr()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    for round in 0..2 {
+        s.write_all(request_head(GROUP_SEND.len()).as_bytes())
+            .await
+            .unwrap();
+        s.write_all(GROUP_SEND.as_bytes()).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "round {round}"
+        );
+        // Quiet for well over header_timeout.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    assert_eq!(up.count(), 2);
+    gw.shutdown().await;
+}

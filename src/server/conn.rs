@@ -48,7 +48,10 @@ pub async fn serve_listener(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
+        // hyper's timer also runs while a keep-alive connection waits for
+        // its next request, so it gets the idle timeout; the first request's
+        // headers are held to `header_timeout` in `drive`.
+        .header_read_timeout(limits.idle_timeout)
         .keep_alive(true);
     builder
         .http2()
@@ -149,8 +152,9 @@ async fn drive<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // hyper's header timeout only starts with a request's first byte; a
-    // client that connects and sends nothing is cut off here instead.
+    // The first request's headers must be complete within `header_timeout`
+    // of the accept (TLS handshake included): silent and trickling clients
+    // are cut off here.
     let requested = Arc::new(AtomicBool::new(false));
     let seen = requested.clone();
     let service = service_fn(move |req| {
@@ -178,8 +182,9 @@ async fn drive<S>(
             _ = &mut first_request_by, if !closing && !first_checked => {
                 first_checked = true;
                 if !requested.load(Ordering::Relaxed) {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
+                    // Silent or trickling: dropping the connection closes it,
+                    // whatever state its half-read request is in.
+                    return;
                 }
             }
             _ = activity.idle_for(limits.idle_timeout), if !closing => {
