@@ -101,10 +101,6 @@ impl Deliverer {
         })
     }
 
-    pub fn outbox(&self) -> &Arc<Outbox> {
-        &self.outbox
-    }
-
     /// Starts delivering, beginning with what earlier runs left pending.
     pub fn start(&self, shared: &Arc<Shared>) {
         let Some((rx, rows)) = self.startup.lock().ok().and_then(|mut s| s.take()) else {

@@ -137,14 +137,6 @@ impl RouteTable {
             on_timeout: route.map_or(self.default_on_timeout, |r| r.on_timeout),
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.routes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -149,10 +149,6 @@ impl UpstreamClient {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.config.name
-    }
-
     /// The URL a callback is sent to: the upstream's own query string is
     /// kept and the callback's is appended.
     pub fn target(&self, callback_query: &str) -> String {

@@ -800,12 +800,6 @@ async fn send_body_from_a_file_and_from_stdin_byte_for_byte() {
 
 // ---------------------------------------------------------------- run
 
-/// A port that was free a moment ago (bound to port 0, then released).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// A config for `run` on fixed free ports, routing everything to `up`.
 fn run_config(dir: &Path, listen: u16, admin: u16, up: &Upstream) -> PathBuf {
     write(
@@ -904,7 +898,7 @@ async fn callback_to(port: u16) -> Answer {
 async fn run_serves_and_exits_0_on_sigterm() {
     let up = Upstream::start(Reply::ok()).await;
     let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (free_port(), free_port());
+    let (listen, admin) = (free_addr().port(), free_addr().port());
     let config = run_config(dir.path(), listen, admin, &up);
     let mut c = callgate();
     c.args(["run", "-c", s(&config)]);
@@ -940,7 +934,7 @@ async fn run_serves_and_exits_0_on_sigterm() {
 async fn run_uses_callgate_config_and_exits_0_on_sigint() {
     let up = Upstream::start(Reply::ok()).await;
     let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (free_port(), free_port());
+    let (listen, admin) = (free_addr().port(), free_addr().port());
     let config = run_config(dir.path(), listen, admin, &up);
     let cwd = tempfile::tempdir().unwrap();
     let mut c = callgate();
@@ -983,7 +977,7 @@ async fn run_when_the_listener_port_is_taken_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let config = run_config(dir.path(), port, free_port(), &up);
+    let config = run_config(dir.path(), port, free_addr().port(), &up);
     let out = exec(&["run", "-c", s(&config)]).await;
     out.expect_code(1, "run on a taken port");
     assert!(
@@ -1004,7 +998,7 @@ async fn run_reloads_on_sighup() {
     ))
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (free_port(), free_port());
+    let (listen, admin) = (free_addr().port(), free_addr().port());
     let config = run_config(dir.path(), listen, admin, &a);
     let mut c = callgate();
     c.args(["run", "-c", s(&config)]);
@@ -1049,7 +1043,7 @@ fn now() -> u64 {
 async fn run_logs_one_json_line_per_callback_without_secrets() {
     let up = Upstream::start(Reply::ok()).await;
     let dir = tempfile::tempdir().unwrap();
-    let (listen, admin) = (free_port(), free_port());
+    let (listen, admin) = (free_addr().port(), free_addr().port());
     let config = write(
         dir.path(),
         "run.yaml",

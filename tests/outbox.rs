@@ -45,14 +45,6 @@ fn request_id(r: &Received) -> String {
         .to_owned()
 }
 
-/// An address where nothing listens (bound to port 0, then released).
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 fn url_of(addr: SocketAddr) -> String {
     format!("http://{addr}/im/callback")
 }

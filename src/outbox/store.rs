@@ -136,11 +136,6 @@ impl Store {
         Ok(())
     }
 
-    /// Makes every earlier non-durable commit durable.
-    pub fn sync(&self) -> Result<(), OutboxError> {
-        self.apply(&[], true)
-    }
-
     /// The next unused event id.
     pub fn next_id(&self) -> Result<u64, OutboxError> {
         let txn = self.db.begin_read()?;
