@@ -102,7 +102,7 @@ async fn a_configmap_symlink_swap_is_picked_up_every_time() {
     let gw = Gateway {
         gw: Some(callgate::Gateway::start(loaded).await.unwrap()),
         dir,
-        http: reqwest::Client::new(),
+        http: test_client(),
     };
     wait_for_code(&gw, 0, Duration::from_secs(1)).await;
     let root = gw.dir.path().to_path_buf();

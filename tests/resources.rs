@@ -18,7 +18,12 @@ async fn stalled_connections_and_large_bodies_keep_memory_bounded() {
     );
     let mut gw = Binary::start(&rest, &[], "warn", false).await;
     let listen = gw.listen;
-    let http = reqwest::Client::new();
+    // No pooling: after a 413 the gateway closes that connection, and a
+    // pooled client could race that close on its next request.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let callback = |http: reqwest::Client| async move {
         let url = format!(
             "http://{listen}/im?SdkAppid={APP}&CallbackCommand=Group.CallbackBeforeSendMsg"

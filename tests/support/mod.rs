@@ -248,7 +248,7 @@ impl Gateway {
         Gateway {
             gw: Some(gw),
             dir,
-            http: reqwest::Client::new(),
+            http: test_client(),
         }
     }
 
@@ -305,6 +305,16 @@ impl Gateway {
             gw.shutdown(Duration::from_secs(5)).await;
         }
     }
+}
+
+/// A client acting as IM. No pooling: the gateway closes a connection
+/// after refusing an unread body (413, 401...), and a pooled client could
+/// race that close on its next request.
+pub fn test_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
 }
 
 /// An answer of the gateway.
