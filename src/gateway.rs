@@ -34,8 +34,8 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
     #[error("{0}")]
     Upstream(#[from] crate::upstream::UpstreamError),
-    #[error("{0}")]
-    Outbox(#[from] crate::outbox::OutboxError),
+    #[error(transparent)]
+    Delivery(#[from] crate::deliver::OpenError),
 }
 
 struct ListenerSlot {
@@ -248,7 +248,7 @@ impl Gateway {
             config.limits.max_connections.min(Semaphore::MAX_PERMITS),
         ));
         let source = config.source.clone();
-        let deliverer = Deliverer::open(&config.delivery)?;
+        let deliverer = Deliverer::open(&config.delivery).await?;
         let snapshot = Snapshot::build(config, 1, None)?;
         let shared = Shared::new(snapshot, Arc::new(Metrics::new()), deliverer);
         shared.deliverer.start(&shared);

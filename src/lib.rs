@@ -15,6 +15,7 @@ pub mod config;
 pub mod decide;
 pub mod deliver;
 pub mod gateway;
+pub mod jetstream;
 pub mod metrics;
 pub mod outbox;
 pub mod respond;

@@ -99,8 +99,12 @@ impl Shared {
         self.ready.store(true, Ordering::SeqCst);
     }
 
+    /// Ready: listening, not draining, and the notification store can
+    /// take notifications (always true for the embedded outbox).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst)
+            && !self.draining.load(Ordering::SeqCst)
+            && self.deliverer.is_available()
     }
 
     pub fn start_draining(&self) {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::schema::{RawConfig, RawDelivery, RawLimits};
+use super::schema::{RawConfig, RawDelivery, RawLimits, RawNats};
 use super::units::{expand_env, parse_duration, parse_size};
 use super::*;
 
@@ -258,8 +258,162 @@ fn limits(raw: &RawLimits, p: &mut Problems<'_>) -> Limits {
     limits
 }
 
+/// A JetStream stream or consumer name: no whitespace, dots, wildcards or
+/// path separators (the server refuses those).
+fn nats_name(what: &str, value: String, p: &mut Problems<'_>) -> String {
+    let bad = value.is_empty()
+        || value.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\')
+        });
+    if bad {
+        p.add(format!(
+            "{what}: {value:?} must be a non-empty name without spaces, '.', '*', '>', '/' or '\\'"
+        ));
+    }
+    value
+}
+
+fn nats(raw: &RawNats, base: &Path, p: &mut Problems<'_>) -> Nats {
+    let text = |p: &mut Problems<'_>, what: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|v| p.text(&format!("delivery.nats.{what}"), v))
+    };
+    let servers: Vec<String> = raw
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| p.text(&format!("delivery.nats.servers[{i}]"), s))
+        .collect();
+    if servers.is_empty() {
+        p.add("delivery.nats.servers: at least one server URL is needed");
+    }
+    for (i, s) in servers.iter().enumerate() {
+        if s.parse::<async_nats::ServerAddr>().is_err() {
+            p.add(format!(
+                "delivery.nats.servers[{i}]: {s:?} is not a NATS URL such as nats://127.0.0.1:4222"
+            ));
+        }
+    }
+    let credentials = raw
+        .credentials
+        .as_deref()
+        .map(|c| p.path("delivery.nats.credentials", base, c));
+    if let Some(c) = &credentials
+        && let Err(e) = std::fs::metadata(c)
+    {
+        p.add(format!("delivery.nats.credentials: {}: {e}", c.display()));
+    }
+    let tls = raw.tls.as_ref().map(|t| NatsTls {
+        ca: t
+            .ca
+            .as_deref()
+            .map(|c| p.path("delivery.nats.tls.ca", base, c)),
+        cert: t
+            .cert
+            .as_deref()
+            .map(|c| p.path("delivery.nats.tls.cert", base, c)),
+        key: t
+            .key
+            .as_deref()
+            .map(|c| p.path("delivery.nats.tls.key", base, c)),
+    });
+    if let Some(t) = &tls {
+        let identity = match (&t.cert, &t.key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            _ => {
+                p.add("delivery.nats.tls: cert and key go together");
+                None
+            }
+        };
+        if let Err(e) = crate::tls::client_config(t.ca.as_deref(), identity) {
+            p.add(format!("delivery.nats.tls: {e}"));
+        }
+    }
+    let user = text(p, "user", &raw.user);
+    let password = text(p, "password", &raw.password).map(Secret::new);
+    if user.is_some() != password.is_some() {
+        p.add("delivery.nats: user and password go together");
+    }
+    let token = text(p, "token", &raw.token).map(Secret::new);
+    let subject = text(p, "subject", &raw.subject).unwrap_or_else(|| "callgate".into());
+    if subject.is_empty()
+        || subject
+            .split('.')
+            .any(|t| t.is_empty() || t.contains(['*', '>']) || t.contains(char::is_whitespace))
+    {
+        p.add(format!(
+            "delivery.nats.subject: {subject:?} must be dot-separated tokens without wildcards or spaces"
+        ));
+    }
+    let stream = text(p, "stream", &raw.stream).unwrap_or_else(|| "CALLGATE".into());
+    let dead_stream =
+        text(p, "dead_stream", &raw.dead_stream).unwrap_or_else(|| "CALLGATE_DEAD".into());
+    let consumer_prefix =
+        text(p, "consumer_prefix", &raw.consumer_prefix).unwrap_or_else(|| "callgate".into());
+    let n = Nats {
+        servers,
+        credentials,
+        user,
+        password,
+        token,
+        tls,
+        stream: nats_name("delivery.nats.stream", stream, p),
+        dead_stream: nats_name("delivery.nats.dead_stream", dead_stream, p),
+        subject,
+        consumer_prefix: nats_name("delivery.nats.consumer_prefix", consumer_prefix, p),
+        replicas: raw.replicas.unwrap_or(1),
+        max_bytes: match &raw.max_bytes {
+            None => 1024 * 1024 * 1024,
+            Some(v) => {
+                let v = p.text("delivery.nats.max_bytes", v);
+                parse_size(&v).unwrap_or_else(|e| {
+                    p.add(format!("delivery.nats.max_bytes: {e}"));
+                    0
+                })
+            }
+        },
+        publish_timeout: p.duration(
+            "delivery.nats.publish_timeout",
+            raw.publish_timeout.as_deref(),
+            Duration::from_secs(1),
+        ),
+        ack_wait: p.duration(
+            "delivery.nats.ack_wait",
+            raw.ack_wait.as_deref(),
+            Duration::from_secs(30),
+        ),
+        duplicate_window: p.duration(
+            "delivery.nats.duplicate_window",
+            raw.duplicate_window.as_deref(),
+            Duration::from_secs(120),
+        ),
+    };
+    if n.stream == n.dead_stream {
+        p.add("delivery.nats: stream and dead_stream must differ");
+    }
+    if !(1..=5).contains(&n.replicas) {
+        p.add("delivery.nats.replicas: must be 1 to 5");
+    }
+    if n.max_bytes == 0 {
+        p.add("delivery.nats.max_bytes: must be above 0");
+    }
+    // IM waits 2 s for any answer; a publish that may take longer cannot
+    // be acknowledged in time.
+    if n.publish_timeout.is_zero() || n.publish_timeout > MAX_DEADLINE {
+        p.add("delivery.nats.publish_timeout: must be above 0 and at most 2s");
+    }
+    if n.ack_wait < Duration::from_secs(1) {
+        p.add("delivery.nats.ack_wait: must be at least 1s");
+    }
+    if n.duplicate_window.is_zero() {
+        p.add("delivery.nats.duplicate_window: must be above 0");
+    }
+    n
+}
+
 fn delivery(raw: &RawDelivery, base: &Path, p: &mut Problems<'_>) -> Delivery {
-    let d = Delivery {
+    let mut d = Delivery {
         outbox: p.path(
             "delivery.outbox",
             base,
@@ -282,7 +436,18 @@ fn delivery(raw: &RawDelivery, base: &Path, p: &mut Problems<'_>) -> Delivery {
             Duration::from_secs(3600),
         ),
         max_pending: raw.max_pending.unwrap_or(100_000),
+        backend: raw.backend.unwrap_or_default(),
+        nats: None,
     };
+
+    match (d.backend, &raw.nats) {
+        (Backend::Nats, Some(n)) => d.nats = Some(nats(n, base, p)),
+        (Backend::Nats, None) => p.add("delivery.nats: required with delivery.backend nats"),
+        (Backend::Embedded, Some(_)) => {
+            p.add("delivery.nats: only used with delivery.backend nats (set the backend, or remove the section)")
+        }
+        (Backend::Embedded, None) => {}
+    }
     if d.max_attempts == 0 {
         p.add("delivery.max_attempts: must be at least 1");
     }

@@ -163,6 +163,52 @@ pub struct Delivery {
     #[serde(with = "units::duration_str")]
     pub max_age: Duration,
     pub max_pending: usize,
+    pub backend: Backend,
+    /// Set exactly when `backend` is `nats`.
+    pub nats: Option<Nats>,
+}
+
+/// Where notifications wait for delivery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The outbox folder on this machine (redb): one gateway.
+    #[default]
+    Embedded,
+    /// A NATS JetStream stream shared by a fleet of gateways.
+    Nats,
+}
+
+/// The JetStream backend: connection, stream and consumer names.
+#[derive(Debug, Clone, Serialize)]
+pub struct Nats {
+    pub servers: Vec<String>,
+    pub credentials: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub token: Option<Secret>,
+    pub tls: Option<NatsTls>,
+    pub stream: String,
+    pub dead_stream: String,
+    /// Subject prefix: events on `<subject>.events.<command>`, dead
+    /// letters on `<subject>.dead.<upstream>`.
+    pub subject: String,
+    pub consumer_prefix: String,
+    pub replicas: usize,
+    pub max_bytes: u64,
+    #[serde(with = "units::duration_str")]
+    pub publish_timeout: Duration,
+    #[serde(with = "units::duration_str")]
+    pub ack_wait: Duration,
+    #[serde(with = "units::duration_str")]
+    pub duplicate_window: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NatsTls {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

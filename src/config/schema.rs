@@ -9,7 +9,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 use crate::catalog::Kind;
-use crate::config::{OnTimeout, Policy};
+use crate::config::{Backend, OnTimeout, Policy};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +87,37 @@ pub struct RawDelivery {
     pub max_age: Option<String>,
     /// Extension: bound on notifications held for delivery (see README).
     pub max_pending: Option<usize>,
+    /// Extension: where notifications are kept (`embedded` or `nats`).
+    pub backend: Option<Backend>,
+    pub nats: Option<RawNats>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNats {
+    pub servers: Vec<String>,
+    pub credentials: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub tls: Option<RawNatsTls>,
+    pub stream: Option<String>,
+    pub dead_stream: Option<String>,
+    pub subject: Option<String>,
+    pub consumer_prefix: Option<String>,
+    pub replicas: Option<usize>,
+    pub max_bytes: Option<String>,
+    pub publish_timeout: Option<String>,
+    pub ack_wait: Option<String>,
+    pub duplicate_window: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNatsTls {
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

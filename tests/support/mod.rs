@@ -2,6 +2,7 @@
 //! 127.0.0.1 ports, a PKI generated per test, and a client acting as IM.
 #![allow(dead_code)]
 
+pub mod nats;
 mod process;
 #[allow(unused_imports)]
 pub use process::{Binary, free_addr};
@@ -287,6 +288,25 @@ impl Gateway {
             .await
             .unwrap();
         Answer::read(r).await
+    }
+
+    /// Waits (bounded by `limit`) until `/readyz` answers 200.
+    pub async fn wait_ready(&self, limit: Duration) {
+        let started = std::time::Instant::now();
+        loop {
+            let status = self
+                .http
+                .get(format!("{}/readyz", self.admin()))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            if status == 200 {
+                return;
+            }
+            assert!(started.elapsed() < limit, "the gateway never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn metrics(&self) -> String {

@@ -1,7 +1,8 @@
-//! Notification delivery: each (event, upstream) pair is tried
-//! independently, retried with backoff, and dead-lettered after
-//! `max_attempts` or `max_age`. Progress is kept in the durable outbox, so a
-//! restart resumes where the last run stopped.
+//! The embedded backend: notifications kept in the outbox folder (redb)
+//! of this gateway. Each (event, upstream) pair is tried independently,
+//! retried with backoff, and dead-lettered after `max_attempts` or
+//! `max_age`. Progress is kept in the outbox, so a restart resumes where
+//! the last run stopped.
 //!
 //! One scheduler task owns the in-memory view of pending deliveries (a
 //! `BTreeMap` keyed by event id, so the oldest is first, plus a min-heap of
@@ -12,7 +13,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -23,31 +24,12 @@ use crate::outbox::{DeliveryRecord, EventRecord, Op, Outbox, OutboxError, Row};
 use crate::state::Shared;
 use crate::upstream::Forward;
 
-/// The most an upstream's answer to a notification is read (it is ignored).
-const MAX_ANSWER: usize = 64 * 1024;
-/// Cap on one delivery attempt when the upstream sets no `timeout`.
-pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+use super::{Attempt, Refused, backoff, now_ms};
+
 /// Delivery attempts running at once, across all upstreams.
 const MAX_IN_FLIGHT: usize = 256;
 /// How often gauges are refreshed and removed upstreams are looked for.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
-
-/// Why a notification was not taken; IM gets 503 for each.
-#[derive(Debug, thiserror::Error)]
-pub enum Refused {
-    #[error("the outbox is full")]
-    Full,
-    #[error("the outbox cannot store the notification: {0}")]
-    Store(String),
-    #[error("shutting down")]
-    ShuttingDown,
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 enum Msg {
     Add {
@@ -63,14 +45,7 @@ enum Msg {
     },
 }
 
-enum Attempt {
-    Delivered,
-    Failed(String),
-    /// No point retrying (the upstream left the config, the event is gone).
-    Hopeless(String),
-}
-
-pub struct Deliverer {
+pub struct Embedded {
     outbox: Arc<Outbox>,
     /// Deliveries taken and not yet finished: the bound of `max_pending`.
     pending: Arc<AtomicUsize>,
@@ -83,7 +58,7 @@ pub struct Deliverer {
     stop: CancellationToken,
 }
 
-impl Deliverer {
+impl Embedded {
     /// Opens the outbox and reads what earlier runs left in it.
     pub fn open(settings: &Delivery) -> Result<Self, OutboxError> {
         let outbox = Arc::new(Outbox::open(&settings.outbox)?);
@@ -137,7 +112,7 @@ impl Deliverer {
 
     /// Stores the notification durably for each upstream, or refuses it
     /// whole: either every upstream will get it, or IM is told it was not
-    /// taken.
+    /// taken (the caller counts the refusal).
     pub async fn enqueue(
         &self,
         shared: &Shared,
@@ -145,14 +120,8 @@ impl Deliverer {
         command: &str,
         upstreams: &[Arc<str>],
     ) -> Result<(), Refused> {
-        let dropped = |reason: Refused| {
-            for name in upstreams {
-                shared.metrics.delivery(name, "dropped");
-            }
-            Err(reason)
-        };
         if !self.accepting.load(Ordering::SeqCst) {
-            return dropped(Refused::ShuttingDown);
+            return Err(Refused::ShuttingDown);
         }
         let n = upstreams.len();
         let reserved = self
@@ -161,7 +130,7 @@ impl Deliverer {
                 (p + n <= self.max_pending).then_some(p + n)
             });
         if reserved.is_err() {
-            return dropped(Refused::Full);
+            return Err(Refused::Full);
         }
         let id = self.outbox.new_id();
         let created_ms = now_ms();
@@ -181,7 +150,7 @@ impl Deliverer {
         };
         if let Err(e) = self.outbox.write_durable(op).await {
             self.pending.fetch_sub(n, Ordering::SeqCst);
-            return dropped(Refused::Store(e));
+            return Err(Refused::Store(e));
         }
         shared
             .metrics
@@ -531,64 +500,5 @@ async fn try_once(
             }
         }
     };
-    match client
-        .call(&fwd, MAX_ANSWER, Some(DEFAULT_ATTEMPT_TIMEOUT))
-        .await
-    {
-        Ok(answer) if answer.status.is_success() => Attempt::Delivered,
-        Ok(answer) => Attempt::Failed(format!("status {}", answer.status.as_u16())),
-        Err(e) => Attempt::Failed(e.to_string()),
-    }
-}
-
-/// Exponential backoff from `backoff`, doubling per attempt up to
-/// `max_backoff`, with "equal jitter": a random point in the upper half,
-/// so retries of many events spread out but never come sooner than half
-/// the nominal delay.
-pub fn backoff(settings: &Delivery, attempt: u32) -> Duration {
-    let doubling = 2u32.saturating_pow(attempt.saturating_sub(1).min(31));
-    let nominal = settings
-        .backoff
-        .saturating_mul(doubling)
-        .min(settings.max_backoff);
-    let half = nominal / 2;
-    half + half.mul_f64(fastrand::f64())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings() -> Delivery {
-        Delivery {
-            outbox: "x".into(),
-            max_attempts: 8,
-            backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(30),
-            max_age: Duration::from_secs(3600),
-            max_pending: 10,
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_caps() {
-        let s = settings();
-        for _ in 0..100 {
-            let d1 = backoff(&s, 1);
-            assert!(
-                d1 >= Duration::from_millis(100) && d1 <= Duration::from_millis(200),
-                "{d1:?}"
-            );
-            let d3 = backoff(&s, 3);
-            assert!(
-                d3 >= Duration::from_millis(400) && d3 <= Duration::from_millis(800),
-                "{d3:?}"
-            );
-            let d40 = backoff(&s, 40);
-            assert!(
-                d40 >= Duration::from_secs(15) && d40 <= Duration::from_secs(30),
-                "{d40:?}"
-            );
-        }
-    }
+    super::post(&client, &fwd).await
 }

@@ -1,0 +1,191 @@
+//! Notification delivery: IM is acknowledged once the notification is
+//! stored, then it is delivered to every upstream of its route, with
+//! retries, from one of two backends (`delivery.backend`):
+//! - `embedded`: the outbox folder of this gateway (redb), see `embedded`;
+//! - `nats`: a NATS JetStream stream shared by a fleet, see `fleet`.
+//!
+//! Both follow the same rules: an event is taken whole or refused (503),
+//! each (event, upstream) pair is retried with [`backoff`] and
+//! dead-lettered after `max_attempts` or `max_age`.
+
+mod embedded;
+mod fleet;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::{Backend, Delivery};
+use crate::outbox::OutboxError;
+use crate::state::Shared;
+use crate::upstream::{Forward, UpstreamClient};
+
+pub use embedded::Embedded;
+pub use fleet::Fleet;
+
+/// The most an upstream's answer to a notification is read (it is ignored).
+const MAX_ANSWER: usize = 64 * 1024;
+/// Cap on one delivery attempt when the upstream sets no `timeout`.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a notification was not taken; IM gets 503 for each.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("the outbox is full")]
+    Full,
+    #[error("the outbox cannot store the notification: {0}")]
+    Store(String),
+    #[error("the notification store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error(transparent)]
+    JetStream(#[from] crate::jetstream::JetStreamError),
+}
+
+/// The outcome of one delivery attempt.
+enum Attempt {
+    Delivered,
+    Failed(String),
+    /// No point retrying (the upstream left the config, the event is gone).
+    Hopeless(String),
+}
+
+/// The backend chosen by `delivery.backend`.
+pub enum Deliverer {
+    Embedded(Embedded),
+    Fleet(Fleet),
+}
+
+impl Deliverer {
+    /// Opens the backend: reads what earlier runs left in the outbox, or
+    /// starts connecting to NATS (without waiting for it).
+    pub async fn open(settings: &Delivery) -> Result<Self, OpenError> {
+        Ok(match settings.backend {
+            Backend::Embedded => Self::Embedded(Embedded::open(settings)?),
+            Backend::Nats => Self::Fleet(Fleet::open(settings).await?),
+        })
+    }
+
+    /// Starts delivering (and, for NATS, setting up streams and consumers).
+    pub fn start(&self, shared: &Arc<Shared>) {
+        match self {
+            Self::Embedded(e) => e.start(shared),
+            Self::Fleet(f) => f.start(shared),
+        }
+    }
+
+    /// Stores the notification for each upstream, or refuses it whole.
+    pub async fn enqueue(
+        &self,
+        shared: &Shared,
+        fwd: &Forward,
+        command: &str,
+        upstreams: &[Arc<str>],
+    ) -> Result<(), Refused> {
+        let result = match self {
+            Self::Embedded(e) => e.enqueue(shared, fwd, command, upstreams).await,
+            Self::Fleet(f) => f.enqueue(shared, fwd, command, upstreams).await,
+        };
+        if result.is_err() {
+            for name in upstreams {
+                shared.metrics.delivery(name, "dropped");
+            }
+        }
+        result
+    }
+
+    /// Whether notifications can be taken now (`/readyz`).
+    pub fn is_available(&self) -> bool {
+        match self {
+            Self::Embedded(_) => true,
+            Self::Fleet(f) => f.is_available(),
+        }
+    }
+
+    /// Refuses new notifications and lets attempts in flight finish, up to
+    /// `grace`. Returns how many deliveries this gateway leaves pending.
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        match self {
+            Self::Embedded(e) => e.shutdown(grace).await,
+            Self::Fleet(f) => f.shutdown(grace).await,
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// One attempt: POST the notification; any 2xx is delivered.
+async fn post(client: &UpstreamClient, fwd: &Forward) -> Attempt {
+    match client
+        .call(fwd, MAX_ANSWER, Some(DEFAULT_ATTEMPT_TIMEOUT))
+        .await
+    {
+        Ok(answer) if answer.status.is_success() => Attempt::Delivered,
+        Ok(answer) => Attempt::Failed(format!("status {}", answer.status.as_u16())),
+        Err(e) => Attempt::Failed(e.to_string()),
+    }
+}
+
+/// Exponential backoff from `backoff`, doubling per attempt up to
+/// `max_backoff`, with "equal jitter": a random point in the upper half,
+/// so retries of many events spread out but never come sooner than half
+/// the nominal delay.
+pub fn backoff(settings: &Delivery, attempt: u32) -> Duration {
+    let doubling = 2u32.saturating_pow(attempt.saturating_sub(1).min(31));
+    let nominal = settings
+        .backoff
+        .saturating_mul(doubling)
+        .min(settings.max_backoff);
+    let half = nominal / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Delivery {
+        Delivery {
+            outbox: "x".into(),
+            max_attempts: 8,
+            backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+            max_age: Duration::from_secs(3600),
+            max_pending: 10,
+            backend: Backend::Embedded,
+            nats: None,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        let s = settings();
+        for _ in 0..100 {
+            let d1 = backoff(&s, 1);
+            assert!(
+                d1 >= Duration::from_millis(100) && d1 <= Duration::from_millis(200),
+                "{d1:?}"
+            );
+            let d3 = backoff(&s, 3);
+            assert!(
+                d3 >= Duration::from_millis(400) && d3 <= Duration::from_millis(800),
+                "{d3:?}"
+            );
+            let d40 = backoff(&s, 40);
+            assert!(
+                d40 >= Duration::from_secs(15) && d40 <= Duration::from_secs(30),
+                "{d40:?}"
+            );
+        }
+    }
+}

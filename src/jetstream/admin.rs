@@ -1,0 +1,1 @@
+//! `callgate outbox` on the nats backend.
