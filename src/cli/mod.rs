@@ -68,7 +68,7 @@ pub enum Command {
     },
     /// Send one callback as the IM backend would, and print the answer.
     Send(send::SendArgs),
-    /// Inspect, replay or purge the notification outbox of a stopped gateway.
+    /// Inspect, replay or purge the notification outbox (embedded: of a stopped gateway; nats: any time).
     Outbox(outbox::OutboxArgs),
 }
 
@@ -111,13 +111,20 @@ fn dispatch(command: Command) -> Result<(), Failure> {
             .block_on(send::send(args))
             .map_err(Failure::Runtime),
         Command::Outbox(args) => {
-            let dir = outbox::folder(&args).map_err(|e| {
+            let target = outbox::target(&args).map_err(|e| {
                 Failure::Config(anyhow::anyhow!(
                     "invalid config {}: {e}",
                     args.config.display()
                 ))
             })?;
-            outbox::run(&dir, &args.action).map_err(Failure::Runtime)
+            match target {
+                outbox::Target::Embedded(dir) => {
+                    outbox::run(&dir, &args.action).map_err(Failure::Runtime)
+                }
+                outbox::Target::Nats(cfg) => runtime()?
+                    .block_on(outbox::run_nats(&cfg, &args.action))
+                    .map_err(Failure::Runtime),
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
-//! `callgate outbox`: inspect and repair the outbox of a stopped gateway.
-//! The store is locked by a running gateway, so these commands refuse to
-//! touch it then (no operator action races a delivery).
+//! `callgate outbox`: inspect and repair where notifications wait.
+//! Embedded backend: the outbox of a stopped gateway (a running gateway
+//! locks the store, so no operator action races a delivery). Nats backend:
+//! the fleet's streams, while it runs.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,8 +9,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Backend, Config, Nats};
 use crate::deliver::now_ms;
+use crate::jetstream::admin::Admin;
 use crate::outbox::{Row, Store};
 
 #[derive(Args, Debug)]
@@ -61,12 +63,105 @@ pub enum Action {
     },
 }
 
-/// Where the outbox is, and whether `Config::load` failed (a config error).
-pub fn folder(args: &OutboxArgs) -> Result<PathBuf, crate::config::ConfigError> {
-    match &args.outbox {
-        Some(dir) => Ok(dir.clone()),
-        None => Config::load(&args.config).map(|c| c.delivery.outbox),
+/// Which store the command works on.
+pub enum Target {
+    Embedded(PathBuf),
+    Nats(Nats),
+}
+
+/// Where notifications are kept, and whether `Config::load` failed (a
+/// config error). `--outbox` always means an embedded outbox folder.
+pub fn target(args: &OutboxArgs) -> Result<Target, crate::config::ConfigError> {
+    if let Some(dir) = &args.outbox {
+        return Ok(Target::Embedded(dir.clone()));
     }
+    let config = Config::load(&args.config)?;
+    Ok(match (config.delivery.backend, config.delivery.nats) {
+        (Backend::Nats, Some(nats)) => Target::Nats(nats),
+        _ => Target::Embedded(config.delivery.outbox),
+    })
+}
+
+/// The same actions on the nats backend.
+pub async fn run_nats(cfg: &Nats, action: &Action) -> anyhow::Result<()> {
+    let admin = Admin::connect(cfg).await?;
+    match action {
+        Action::Stats => {
+            let stats = admin.stats().await?;
+            println!("stream: {} (dead letters: {})", cfg.stream, cfg.dead_stream);
+            println!("events: {}", stats.events);
+            println!(
+                "pending deliveries: {}",
+                stats.pending.values().sum::<u64>()
+            );
+            for (upstream, n) in &stats.pending {
+                println!("  {upstream}: {n}");
+            }
+            println!("dead letters: {}", stats.dead);
+            for (upstream, n) in &stats.dead_by_upstream {
+                println!("  {upstream}: {n}");
+            }
+        }
+        Action::List { dead, limit } => {
+            let (rows, total) = if *dead {
+                admin.dead_letters(None, *limit).await?
+            } else {
+                admin.pending(*limit).await?
+            };
+            print_header();
+            for r in &rows {
+                print_row(
+                    r.seq,
+                    &r.upstream,
+                    &r.attempts,
+                    r.received_ms,
+                    &r.request_id,
+                    &r.command,
+                    &r.error,
+                );
+            }
+            if total > rows.len() {
+                println!("... and {} more (--limit)", total - rows.len());
+            }
+        }
+        Action::Replay { dead: false, .. } => anyhow::bail!(
+            "on the nats backend JetStream schedules pending redeliveries itself; only dead letters can be replayed (--dead)"
+        ),
+        Action::Replay {
+            dead: true,
+            upstream,
+        } => {
+            let n = admin.replay_dead(upstream.as_deref()).await?;
+            println!("{n} dead letters put back on the stream; the fleet delivers them now");
+        }
+        Action::Purge { upstream, .. } => {
+            let n = admin.purge_dead(upstream.as_deref()).await?;
+            println!("{n} dead letters deleted");
+        }
+    }
+    Ok(())
+}
+
+fn print_header() {
+    println!(
+        "{:>10}  {:<16} {:>8}  {:<10} {:<34} {:<40} last error",
+        "event", "upstream", "attempts", "age", "request id", "command"
+    );
+}
+
+fn print_row(
+    id: u64,
+    upstream: &str,
+    attempts: &str,
+    created_ms: u64,
+    request_id: &str,
+    command: &str,
+    error: &str,
+) {
+    println!(
+        "{id:>10}  {upstream:<16} {attempts:>8}  {:<10} {request_id:<34} {command:<40} {error}",
+        age(created_ms)
+    );
 }
 
 pub fn run(dir: &Path, action: &Action) -> anyhow::Result<()> {
@@ -125,24 +220,20 @@ fn print_by_upstream(rows: &[Row]) {
 
 fn list(store: &Store, dead: bool, limit: usize) -> anyhow::Result<()> {
     let rows = store.rows(dead)?;
-    println!(
-        "{:>10}  {:<16} {:>8}  {:<10} {:<34} {:<40} last error",
-        "event", "upstream", "attempts", "age", "request id", "command"
-    );
+    print_header();
     for row in rows.iter().take(limit) {
         let (request_id, command) = match store.event(row.id)? {
             Some(e) => (e.request_id, e.command),
             None => ("-".into(), "-".into()),
         };
-        println!(
-            "{:>10}  {:<16} {:>8}  {:<10} {:<34} {:<40} {}",
+        print_row(
             row.id,
-            row.upstream,
-            row.record.attempts,
-            age(row.record.created_ms),
-            request_id,
-            command,
-            row.record.last_error
+            &row.upstream,
+            &row.record.attempts.to_string(),
+            row.record.created_ms,
+            &request_id,
+            &command,
+            &row.record.last_error,
         );
     }
     if rows.len() > limit {
