@@ -210,3 +210,221 @@ async fn two_gateways_share_one_stream_and_deliver_each_event_once_per_upstream(
     one.shutdown().await;
     two.shutdown().await;
 }
+
+/// Sends `n` distinct notifications to `url_of(i)`, `conc` at a time, and
+/// returns the bodies that were acknowledged with 200. Every other answer
+/// (503, a dropped connection) is allowed: it tells IM nothing was taken.
+async fn load(
+    url_of: impl Fn(usize) -> String + Send + Sync + 'static,
+    n: usize,
+    conc: usize,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use futures_util::StreamExt;
+    let http = test_client();
+    let url_of = std::sync::Arc::new(url_of);
+    futures_util::stream::iter(0..n)
+        .for_each_concurrent(conc, |i| {
+            let (http, acked, url_of) = (http.clone(), acked.clone(), url_of.clone());
+            async move {
+                let body = member_join(i);
+                let sent = http
+                    .post(url_of(i))
+                    .timeout(Duration::from_secs(5))
+                    .body(body.clone())
+                    .send()
+                    .await;
+                if let Ok(r) = sent
+                    && r.status() == 200
+                    && r.text().await.is_ok_and(|t| t == OK)
+                {
+                    acked.lock().unwrap().push(body);
+                }
+            }
+        })
+        .await;
+}
+
+/// Waits (bounded) until `up` has received every body of `acked`.
+async fn assert_all_delivered(up: &Upstream, acked: &[String], limit: Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        let seen = tally(up);
+        let missing: Vec<&String> = acked
+            .iter()
+            .filter(|b| !seen.contains_key(b.as_bytes()))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{} of {} acknowledged notifications never delivered, e.g. {}",
+            missing.len(),
+            acked.len(),
+            missing[0]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn callback_url(addr: std::net::SocketAddr) -> String {
+    format!("http://{addr}/im?SdkAppid={APP}&CallbackCommand={CMD}")
+}
+
+#[tokio::test]
+async fn a_gateway_killed_mid_load_leaves_nothing_acknowledged_behind() {
+    let nats = NatsNode::start();
+    // Slow enough that a backlog builds up and the victim always has
+    // deliveries in flight.
+    let up = Upstream::start(Reply::ok().after(Duration::from_millis(100))).await;
+    let rest = format!(
+        "apps:\n  - sdkappid: {APP}\n{}{}{}",
+        nats_delivery(&[nats.url()], 50, 1),
+        upstreams_yaml(&[("legacy", &up)]),
+        routes("legacy")
+    );
+    let victim = Binary::start(&rest, &[], "warn", false).await;
+    let survivor = Binary::start(&rest, &[], "warn", false).await;
+    let (va, sa) = (victim.listen, survivor.listen);
+
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let load = tokio::spawn(load(
+        // Most traffic to the victim, some to the survivor.
+        move |i| callback_url(if i % 4 == 0 { sa } else { va }),
+        600,
+        16,
+        acked.clone(),
+    ));
+    // Kill once a good share is acknowledged and deliveries are under way.
+    let started = std::time::Instant::now();
+    while acked.lock().unwrap().len() < 200 {
+        assert!(started.elapsed() < Duration::from_secs(30), "load too slow");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(up.count() > 0, "deliveries had not started");
+    victim.signal("-KILL");
+    load.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 200, "{}", acked.len());
+    // The victim's unacked messages come back after ack_wait (2 s).
+    assert_all_delivered(&up, &acked, Duration::from_secs(45)).await;
+    // Proof the survivor took over the victim's deliveries in flight: the
+    // upstream saw those twice (at-least-once, never lost).
+    assert!(
+        tally(&up).values().any(|n| *n > 1),
+        "no delivery of the victim was redelivered"
+    );
+    drop(survivor);
+}
+
+#[tokio::test]
+async fn losing_a_node_of_a_three_node_cluster_loses_nothing_acknowledged() {
+    let mut cluster = support::nats::NatsCluster::start();
+    let up = Upstream::start(Reply::ok().after(Duration::from_millis(5))).await;
+    let gw = Gateway::start(&format!(
+        "{}{}{}",
+        nats_delivery(&cluster.urls(), 50, 3),
+        upstreams_yaml(&[("legacy", &up)]),
+        routes("legacy")
+    ))
+    .await;
+    // A new cluster elects its leaders first.
+    gw.wait_ready(Duration::from_secs(45)).await;
+
+    // Kill the events stream's leader: the harshest node to lose.
+    let servers: Vec<async_nats::ServerAddr> =
+        cluster.urls().iter().map(|u| u.parse().unwrap()).collect();
+    let client = async_nats::connect(servers).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("CALLGATE").await.unwrap();
+    let leader = stream
+        .info()
+        .await
+        .unwrap()
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .expect("a replicated stream has a leader");
+    let victim: usize = leader.trim_start_matches('n').parse::<usize>().unwrap() - 1;
+
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let addr = gw.addr();
+    let load = tokio::spawn(load(move |_| callback_url(addr), 500, 8, acked.clone()));
+    let started = std::time::Instant::now();
+    while acked.lock().unwrap().len() < 150 {
+        assert!(started.elapsed() < Duration::from_secs(30), "load too slow");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cluster.nodes[victim].kill();
+    load.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    // The other two keep a quorum: the load goes on after a new election.
+    assert!(
+        acked.len() >= 300,
+        "only {} of 500 acknowledged",
+        acked.len()
+    );
+    assert_all_delivered(&up, &acked, Duration::from_secs(45)).await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn nats_down_means_503_for_notifications_only_and_recovery_after() {
+    let mut nats = NatsNode::start();
+    let up = Upstream::start(Reply::ok()).await;
+    let gw = Gateway::start(&format!(
+        "{}{}routes:\n  - match: \"Group.CallbackBefore*\"\n    upstreams: [legacy]\n  - match: \"*\"\n    upstreams: [legacy]\n",
+        nats_delivery(&[nats.url()], 50, 1),
+        upstreams_yaml(&[("legacy", &up)]),
+    ))
+    .await;
+    gw.wait_ready(Duration::from_secs(10)).await;
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let a = gw.callback(CMD, &member_join(i)).await;
+        assert_eq!(a.status, 200);
+        acked.push(member_join(i));
+    }
+
+    nats.kill();
+    // Soon: notifications refused, not ready, decisions unaffected.
+    let started = std::time::Instant::now();
+    let mut refused = None;
+    for i in 100.. {
+        let a = gw.callback(CMD, &member_join(i)).await;
+        if a.status == 200 {
+            acked.push(member_join(i));
+        } else {
+            refused = Some(a);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = refused.unwrap();
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    let ready = gw
+        .http
+        .get(format!("{}/readyz", gw.admin()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let decision = gw.callback("Group.CallbackBeforeSendMsg", GROUP_SEND).await;
+    assert_eq!(
+        (decision.status, decision.outcome.as_str()),
+        (200, "upstream")
+    );
+    assert!(gw.metrics().await.contains("result=\"dropped\""));
+
+    nats.restart();
+    gw.wait_ready(Duration::from_secs(20)).await;
+    for i in 200..205 {
+        let a = gw.callback(CMD, &member_join(i)).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        acked.push(member_join(i));
+    }
+    assert_all_delivered(&up, &acked, Duration::from_secs(20)).await;
+    gw.shutdown().await;
+}
