@@ -66,7 +66,7 @@ pub enum Action {
 /// Which store the command works on.
 pub enum Target {
     Embedded(PathBuf),
-    Nats(Nats),
+    Nats(Box<Nats>),
 }
 
 /// Where notifications are kept, and whether `Config::load` failed (a
@@ -77,7 +77,7 @@ pub fn target(args: &OutboxArgs) -> Result<Target, crate::config::ConfigError> {
     }
     let config = Config::load(&args.config)?;
     Ok(match (config.delivery.backend, config.delivery.nats) {
-        (Backend::Nats, Some(nats)) => Target::Nats(nats),
+        (Backend::Nats, Some(nats)) => Target::Nats(Box::new(nats)),
         _ => Target::Embedded(config.delivery.outbox),
     })
 }
