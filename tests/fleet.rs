@@ -428,3 +428,62 @@ async fn nats_down_means_503_for_notifications_only_and_recovery_after() {
     assert_all_delivered(&up, &acked, Duration::from_secs(20)).await;
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_fleet_scaled_up_and_down_under_load_on_a_cluster_loses_nothing_acknowledged() {
+    let cluster = support::nats::NatsCluster::start();
+    let up = Upstream::start(Reply::ok().after(Duration::from_millis(20))).await;
+    let rest = format!(
+        "apps:\n  - sdkappid: {APP}\n{}{}{}",
+        nats_delivery(&cluster.urls(), 50, 3),
+        upstreams_yaml(&[("legacy", &up)]),
+        routes("legacy")
+    );
+    // Binary::start waits for /readyz, which waits for the cluster.
+    let first = Binary::start(&rest, &[], "warn", false).await;
+    let second = Binary::start(&rest, &[], "warn", false).await;
+    let addrs = std::sync::Arc::new(std::sync::Mutex::new(vec![first.listen, second.listen]));
+
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let targets = addrs.clone();
+    let load = tokio::spawn(load(
+        move |i| {
+            let t = targets.lock().unwrap();
+            callback_url(t[i % t.len()])
+        },
+        900,
+        12,
+        acked.clone(),
+    ));
+    let wait_acked = |n: usize| {
+        let acked = acked.clone();
+        async move {
+            let started = std::time::Instant::now();
+            while acked.lock().unwrap().len() < n {
+                assert!(started.elapsed() < Duration::from_secs(60), "load stalled");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    // Scale up: a third gateway joins and takes traffic.
+    wait_acked(150).await;
+    let third = Binary::start(&rest, &[], "warn", false).await;
+    addrs.lock().unwrap().push(third.listen);
+    // Scale down gracefully (what Kubernetes does): SIGTERM, traffic moves.
+    wait_acked(350).await;
+    addrs.lock().unwrap().retain(|a| *a != first.listen);
+    first.signal("-TERM");
+    // And a crash: SIGKILL, its deliveries in flight come back to the rest.
+    wait_acked(550).await;
+    addrs.lock().unwrap().retain(|a| *a != second.listen);
+    second.signal("-KILL");
+    load.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 800,
+        "only {} of 900 acknowledged",
+        acked.len()
+    );
+    assert_all_delivered(&up, &acked, Duration::from_secs(60)).await;
+    drop(third);
+}
