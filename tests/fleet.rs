@@ -487,3 +487,37 @@ async fn a_fleet_scaled_up_and_down_under_load_on_a_cluster_loses_nothing_acknow
     assert_all_delivered(&up, &acked, Duration::from_secs(60)).await;
     drop(third);
 }
+
+#[tokio::test]
+async fn a_gateway_started_before_nats_waits_for_it_without_taking_notifications() {
+    let mut nats = NatsNode::start();
+    nats.kill();
+    let up = Upstream::start(Reply::ok()).await;
+    let gw = Gateway::start(&format!(
+        "{}{}{}",
+        nats_delivery(&[nats.url()], 50, 1),
+        upstreams_yaml(&[("legacy", &up)]),
+        routes("legacy")
+    ))
+    .await;
+    let ready = gw
+        .http
+        .get(format!("{}/readyz", gw.admin()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let refused = gw.callback(CMD, &member_join(1)).await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+
+    nats.restart();
+    gw.wait_ready(Duration::from_secs(20)).await;
+    let answer = gw.callback(CMD, &member_join(2)).await;
+    assert_eq!(answer.status, 200);
+    let got = up.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].body, member_join(2).as_bytes());
+    // The refused one was never stored, so never delivered.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(up.count(), 1);
+    gw.shutdown().await;
+}

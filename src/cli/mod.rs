@@ -196,6 +196,18 @@ fn check(path: &Path) -> Result<(), Failure> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    match &config.delivery.nats {
+        Some(n) => println!(
+            "notifications: nats stream {} on {} (replicas {})",
+            n.stream,
+            n.servers.join(", "),
+            n.replicas
+        ),
+        None => println!(
+            "notifications: embedded outbox {}",
+            config.delivery.outbox.display()
+        ),
+    }
     println!("upstreams:");
     for u in config.upstreams.values() {
         println!("  {} -> {}", u.name, u.url);

@@ -227,6 +227,101 @@ fn relative_paths_resolve_against_the_config_folder() {
     );
 }
 
+const NATS: &str = "delivery:\n  backend: nats\n  nats:\n    servers: [\"nats://127.0.0.1:4222\", \"nats://10.0.0.2:4222\"]\n";
+
+#[test]
+fn the_nats_backend_resolves_with_defaults() {
+    let c = parse(&format!("{GOOD}{NATS}")).unwrap();
+    assert_eq!(c.delivery.backend, Backend::Nats);
+    let n = c.delivery.nats.unwrap();
+    assert_eq!(n.servers.len(), 2);
+    assert_eq!(
+        (
+            n.stream.as_str(),
+            n.dead_stream.as_str(),
+            n.subject.as_str()
+        ),
+        ("CALLGATE", "CALLGATE_DEAD", "callgate")
+    );
+    assert_eq!(n.consumer_prefix, "callgate");
+    assert_eq!(n.replicas, 1);
+    assert_eq!(n.max_bytes, 1024 * 1024 * 1024);
+    assert_eq!(n.publish_timeout, Duration::from_secs(1));
+    assert_eq!(n.ack_wait, Duration::from_secs(30));
+    assert_eq!(n.duplicate_window, Duration::from_secs(120));
+    // The embedded backend stays the default.
+    let c = parse(GOOD).unwrap();
+    assert_eq!(
+        (c.delivery.backend, c.delivery.nats.is_none()),
+        (Backend::Embedded, true)
+    );
+}
+
+#[test]
+fn nats_settings_are_checked() {
+    let bad = [
+        ("delivery:\n  backend: nats\n", "delivery.nats: required"),
+        (
+            "delivery:\n  nats:\n    servers: [\"nats://127.0.0.1:4222\"]\n",
+            "only used with delivery.backend nats",
+        ),
+        (
+            "delivery:\n  backend: nats\n  nats:\n    servers: []\n",
+            "delivery.nats.servers: at least one",
+        ),
+        (
+            "delivery:\n  backend: nats\n  nats:\n    servers: [\"nats://127.0.0.1:99999\"]\n",
+            "delivery.nats.servers[0]",
+        ),
+        (
+            &format!("{NATS}    stream: \"a.b\"\n"),
+            "delivery.nats.stream",
+        ),
+        (
+            &format!("{NATS}    subject: \"im.*\"\n"),
+            "delivery.nats.subject",
+        ),
+        (
+            &format!("{NATS}    dead_stream: CALLGATE\n"),
+            "stream and dead_stream must differ",
+        ),
+        (
+            &format!("{NATS}    replicas: 7\n"),
+            "delivery.nats.replicas",
+        ),
+        (
+            &format!("{NATS}    publish_timeout: 3s\n"),
+            "delivery.nats.publish_timeout",
+        ),
+        (
+            &format!("{NATS}    user: im\n"),
+            "user and password go together",
+        ),
+        (
+            &format!("{NATS}    credentials: /nonexistent/im.creds\n"),
+            "delivery.nats.credentials",
+        ),
+        (&format!("{NATS}    streem: X\n"), "streem"),
+    ];
+    for (extra, needle) in bad {
+        assert_problem(&format!("{GOOD}{extra}"), needle);
+    }
+}
+
+#[test]
+fn nats_secrets_never_reach_config_output() {
+    let c = parse(&format!(
+        "{GOOD}{NATS}    user: im\n    password: hunter2\n    token: t0ken\n"
+    ))
+    .unwrap();
+    let shown = serde_json::to_string(&c).unwrap();
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("t0ken"),
+        "{shown}"
+    );
+    assert!(shown.contains("\"user\":\"im\""), "{shown}");
+}
+
 mod never_panics {
     use super::*;
     use proptest::prelude::*;
