@@ -168,6 +168,11 @@ impl Reloader {
         if config.admin.addr != self.admin {
             tracing::warn!(addr = %config.admin.addr, "admin address changed: this needs a restart");
         }
+        if store_changed(&self.shared.load().config.delivery, &config.delivery) {
+            tracing::warn!(
+                "delivery.backend, delivery.outbox or delivery.nats changed: this needs a restart; the running store stays in use (retry settings apply now)"
+            );
+        }
         for w in &config.warnings {
             tracing::warn!("{w}");
         }
@@ -365,4 +370,11 @@ impl Gateway {
         self.admin_tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.admin_tasks.wait()).await;
     }
+}
+
+/// Whether the settings fixed when the notification store was opened
+/// differ (the retry settings are read live and may change).
+fn store_changed(running: &crate::config::Delivery, next: &crate::config::Delivery) -> bool {
+    let nats = |d: &crate::config::Delivery| serde_json::to_value(&d.nats).ok();
+    running.backend != next.backend || running.outbox != next.outbox || nats(running) != nats(next)
 }
