@@ -11,10 +11,11 @@
 # installed or started); systemd for systemd-analyze if missing. Then:
 #
 #   1. hadolint on deploy/Dockerfile (Docker itself is not needed)
-#   2. kubernetes-validate --strict on every manifest, for the oldest and
-#      the newest Kubernetes version the manifests support; the PodMonitor
-#      against its CRD fields; the manifests against each other
-#   3. `callgate check` on the routes.yaml of the ConfigMap and of systemd
+#   2. kubernetes-validate --strict on every manifest (deploy/kubernetes
+#      and deploy/kubernetes-fleet), for the oldest and the newest
+#      Kubernetes version the manifests support; the PodMonitor against its
+#      CRD fields; the sidecar manifests against each other
+#   3. `callgate check` on the routes.yaml of both ConfigMaps and of systemd
 #   4. systemd-analyze verify and security on deploy/systemd/callgate.service
 #   5. promtool check rules / test rules / check config
 #   6. a real gateway (debug build) on 127.0.0.1: callbacks sent with
@@ -152,7 +153,10 @@ EOF
 echo "  COPY ${COPIED[*]}: a complete package"
 
 # ---------------------------------------------------------------- 2. Kubernetes
-mapfile -t MANIFESTS < <(find deploy/kubernetes -name '*.yaml' | sort)
+# The fleet example (NATS StatefulSet, Services, PDBs, ConfigMaps) uses
+# core kinds only. manifests.py below assumes the sidecar set: it gets
+# deploy/kubernetes alone.
+mapfile -t MANIFESTS < <(find deploy/kubernetes deploy/kubernetes-fleet -name '*.yaml' | sort)
 for v in $K8S_VERSIONS; do
   step "kubernetes-validate --strict -k $v (${#MANIFESTS[@]} files)"
   out=$(kubernetes-validate --strict -k "$v" "${MANIFESTS[@]}" 2>&1) || { echo "$out"; fail "kubernetes-validate $v"; }
@@ -182,17 +186,28 @@ install -D -m 0644 "$WORK/pki/server.pem" "$FAKE/etc/callgate/tls/server.pem"
 install -D -m 0600 "$WORK/pki/server-key.pem" "$FAKE/etc/callgate/tls/server-key.pem"
 install -D -m 0644 "$WORK/pki/ca.pem" "$FAKE/etc/callgate/tls/TencentQQAuthCA.crt"
 mkdir -p "$FAKE/var/lib/callgate"
-python3 - "$ROOT/deploy/kubernetes/configmap.yaml" >"$WORK/k8s-routes.yaml" <<'EOF'
+routes_of() { # CONFIGMAP-FILE CONFIGMAP-NAME: prints its routes.yaml
+  python3 - "$ROOT/$1" "$2" <<'EOF'
 import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-print([d for d in docs if d["metadata"]["name"] == "callgate-routes"][0]["data"]["routes.yaml"])
+print([d for d in docs if d["metadata"]["name"] == sys.argv[2]][0]["data"]["routes.yaml"])
 EOF
-for cfg in "$WORK/k8s-routes.yaml:deploy/kubernetes/configmap.yaml" "deploy/systemd/routes.yaml:deploy/systemd/routes.yaml"; do
-  src=${cfg%%:*} name=${cfg#*:}
+}
+routes_of deploy/kubernetes/configmap.yaml callgate-routes >"$WORK/k8s-routes.yaml"
+routes_of deploy/kubernetes-fleet/configmap.yaml callgate-fleet-routes >"$WORK/k8s-fleet-routes.yaml"
+for cfg in "$WORK/k8s-routes.yaml:deploy/kubernetes/configmap.yaml:embedded" \
+  "$WORK/k8s-fleet-routes.yaml:deploy/kubernetes-fleet/configmap.yaml:nats" \
+  "deploy/systemd/routes.yaml:deploy/systemd/routes.yaml:embedded"; do
+  IFS=: read -r src name backend <<<"$cfg"
   sed -e "s#/etc/#$FAKE/etc/#g" -e "s#/var/lib/#$FAKE/var/lib/#g" "$src" >"$WORK/check.yaml"
-  IM_CALLBACK_TOKEN=check-token "$CALLGATE" check -c "$WORK/check.yaml" >"$WORK/check.out" 2>&1 \
+  # NATS_PASSWORD for the fleet's delivery.nats.password (check does not
+  # connect to NATS).
+  IM_CALLBACK_TOKEN=check-token NATS_PASSWORD=check-password \
+    "$CALLGATE" check -c "$WORK/check.yaml" >"$WORK/check.out" 2>&1 \
     || { cat "$WORK/check.out"; fail "callgate check: $name"; }
-  echo "  $name: valid"
+  store=$(sed -n 's/^notifications: //p' "$WORK/check.out")
+  [[ $store == "$backend "* ]] || fail "callgate check: $name stores notifications in: $store (expected $backend)"
+  echo "  $name: valid; $store"
 done
 
 # ---------------------------------------------------------------- 4. systemd
