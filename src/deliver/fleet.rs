@@ -108,7 +108,6 @@ impl Fleet {
 
     pub async fn enqueue(
         &self,
-        _shared: &Shared,
         fwd: &Forward,
         command: &str,
         upstreams: &[Arc<str>],
@@ -138,7 +137,7 @@ impl Fleet {
         headers.insert(HDR_UPSTREAMS, targets.join(",").as_str());
         headers.insert(HDR_COMMAND, js::token(command).as_str());
         let payload = Bytes::from(EventRecord::from_forward(fwd, command, now_ms()).encode());
-        let id = event_id(command, &fwd.body);
+        let id = event_id(&fwd.query, command, &fwd.body);
         let subject = inner.names.event_subject(command);
         inner
             .publish(subject, headers, payload, &id, deadline)
@@ -236,10 +235,14 @@ impl Inner {
     }
 }
 
-/// The message id of an event: the same callback published twice within
-/// the duplicate window is stored once.
-fn event_id(command: &str, body: &[u8]) -> String {
+/// The message id of an event: the same callback (query, command and
+/// body) published twice within the duplicate window is stored once, so a
+/// publish retried after a lost acknowledgement is not stored twice. The
+/// query is part of it so that distinct callbacks never merge.
+fn event_id(query: &str, command: &str, body: &[u8]) -> String {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(query.as_bytes());
+    ctx.update(b"\n");
     ctx.update(command.as_bytes());
     ctx.update(b"\n");
     ctx.update(body);
@@ -574,11 +577,16 @@ mod tests {
 
     #[test]
     fn event_ids_follow_the_event() {
-        let a = event_id("Group.CallbackAfterNewMember", b"{\"x\":1}");
+        let q = "SdkAppid=1400000001&CallbackCommand=Group.CallbackAfterNewMember";
+        let a = event_id(q, "Group.CallbackAfterNewMember", b"{\"x\":1}");
         assert_eq!(a.len(), 32);
-        assert_eq!(a, event_id("Group.CallbackAfterNewMember", b"{\"x\":1}"));
-        assert_ne!(a, event_id("Group.CallbackAfterNewMember", b"{\"x\":2}"));
-        assert_ne!(a, event_id("Group.CallbackAfterQuitGroup", b"{\"x\":1}"));
+        assert_eq!(a, event_id(q, "Group.CallbackAfterNewMember", b"{\"x\":1}"));
+        assert_ne!(a, event_id(q, "Group.CallbackAfterNewMember", b"{\"x\":2}"));
+        assert_ne!(a, event_id(q, "Group.CallbackAfterQuitGroup", b"{\"x\":1}"));
+        assert_ne!(
+            a,
+            event_id("SdkAppid=2", "Group.CallbackAfterNewMember", b"{\"x\":1}")
+        );
     }
 
     #[test]

@@ -90,7 +90,7 @@ impl Deliverer {
     ) -> Result<(), Refused> {
         let result = match self {
             Self::Embedded(e) => e.enqueue(shared, fwd, command, upstreams).await,
-            Self::Fleet(f) => f.enqueue(shared, fwd, command, upstreams).await,
+            Self::Fleet(f) => f.enqueue(fwd, command, upstreams).await,
         };
         if result.is_err() {
             for name in upstreams {
