@@ -103,8 +103,10 @@ pub async fn run_nats(cfg: &Nats, action: &Action) -> anyhow::Result<()> {
             }
         }
         Action::List { dead, limit } => {
-            let (rows, total) = if *dead {
-                admin.dead_letters(None, *limit).await?
+            let (rows, more) = if *dead {
+                let (rows, total) = admin.dead_letters(*limit).await?;
+                let more = (rows.len() as u64) < total;
+                (rows, more)
             } else {
                 admin.pending(*limit).await?
             };
@@ -120,8 +122,8 @@ pub async fn run_nats(cfg: &Nats, action: &Action) -> anyhow::Result<()> {
                     &r.error,
                 );
             }
-            if total > rows.len() {
-                println!("... and {} more (--limit)", total - rows.len());
+            if more {
+                println!("... and more (--limit)");
             }
         }
         Action::Replay { dead: false, .. } => anyhow::bail!(

@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream;
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::message::{PublishMessage, StreamMessage};
-use async_nats::jetstream::{self, stream::Stream};
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use futures_util::StreamExt;
 
 use super::{
@@ -96,27 +98,25 @@ impl Admin {
         Ok(stats)
     }
 
-    /// Dead letters (of `upstream`, or all), oldest first, at most `limit`;
-    /// and how many there are in all.
-    pub async fn dead_letters(
-        &self,
-        upstream: Option<&str>,
-        limit: usize,
-    ) -> Result<(Vec<Letter>, usize), JetStreamError> {
+    /// Dead letters, oldest first, at most `limit`; and how many there
+    /// are in all.
+    pub async fn dead_letters(&self, limit: usize) -> Result<(Vec<Letter>, u64), JetStreamError> {
         let mut dead = self.stream(&self.names.dead_stream).await?;
+        let total = dead
+            .info()
+            .await
+            .map_err(|e| setup("dead-letter stream info", super::chain(&e)))?
+            .state
+            .messages;
+        let filter = self.names.dead_filter();
         let mut letters = Vec::new();
-        let mut total = 0;
-        for message in self.messages(&mut dead).await? {
-            let Some(letter) = self.dead_letter(&message) else {
-                continue;
+        let mut seq = 1;
+        while letters.len() < limit {
+            let Some(message) = next(&dead, &filter, seq).await? else {
+                break;
             };
-            if upstream.is_some_and(|u| u != letter.upstream) {
-                continue;
-            }
-            total += 1;
-            if letters.len() < limit {
-                letters.push(letter);
-            }
+            seq = message.sequence + 1;
+            letters.extend(self.dead_letter(&message));
         }
         Ok((letters, total))
     }
@@ -138,10 +138,11 @@ impl Admin {
         })
     }
 
-    /// Pending deliveries: for each event in the stream, each upstream it is
-    /// for whose consumer has not passed it yet.
-    pub async fn pending(&self, limit: usize) -> Result<(Vec<Letter>, usize), JetStreamError> {
-        let mut events = self.stream(&self.names.stream).await?;
+    /// Pending deliveries, oldest first, at most `limit`: for each event
+    /// in the stream, each upstream it is for whose consumer has not
+    /// passed it yet. The flag says whether there are more.
+    pub async fn pending(&self, limit: usize) -> Result<(Vec<Letter>, bool), JetStreamError> {
+        let events = self.stream(&self.names.stream).await?;
         let prefix = format!("{}-", self.cfg.consumer_prefix);
         let mut floors = BTreeMap::new();
         let mut consumers = events.consumers();
@@ -151,9 +152,14 @@ impl Admin {
                 floors.insert(untoken(t), info.ack_floor.stream_sequence);
             }
         }
+        let filter = self.names.events_filter();
         let mut rows = Vec::new();
-        let mut total = 0;
-        for message in self.messages(&mut events).await? {
+        let mut seq = 1;
+        while rows.len() <= limit {
+            let Some(message) = next(&events, &filter, seq).await? else {
+                break;
+            };
+            seq = message.sequence + 1;
             let event = EventRecord::decode(&message.payload).ok();
             for upstream in super::upstreams_of(Some(&message.headers)) {
                 if floors
@@ -162,61 +168,42 @@ impl Admin {
                 {
                     continue;
                 }
-                total += 1;
-                if rows.len() < limit {
-                    rows.push(Letter {
-                        seq: message.sequence,
-                        upstream,
-                        attempts: "-".into(),
-                        received_ms: event.as_ref().map_or(0, |e| e.received_ms),
-                        request_id: event
-                            .as_ref()
-                            .map_or_else(|| "-".into(), |e| e.request_id.clone()),
-                        command: event
-                            .as_ref()
-                            .map_or_else(|| "-".into(), |e| e.command.clone()),
-                        error: String::new(),
-                    });
-                }
+                rows.push(Letter {
+                    seq: message.sequence,
+                    upstream,
+                    attempts: "-".into(),
+                    received_ms: event.as_ref().map_or(0, |e| e.received_ms),
+                    request_id: event
+                        .as_ref()
+                        .map_or_else(|| "-".into(), |e| e.request_id.clone()),
+                    command: event
+                        .as_ref()
+                        .map_or_else(|| "-".into(), |e| e.command.clone()),
+                    error: String::new(),
+                });
             }
         }
-        Ok((rows, total))
-    }
-
-    /// Every message of a stream, oldest first (sequence by sequence; the
-    /// gaps interest retention leaves are skipped).
-    async fn messages(&self, stream: &mut Stream) -> Result<Vec<StreamMessage>, JetStreamError> {
-        let state = stream
-            .info()
-            .await
-            .map_err(|e| setup("stream info", super::chain(&e)))?
-            .state
-            .clone();
-        let mut out = Vec::new();
-        if state.messages == 0 {
-            return Ok(out);
-        }
-        for seq in state.first_sequence..=state.last_sequence {
-            if let Ok(m) = stream.get_raw_message(seq).await {
-                out.push(m);
-            }
-        }
-        Ok(out)
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        Ok((rows, more))
     }
 
     /// Puts dead letters (of `upstream`, or all) back on the events stream
     /// for their upstream alone, with fresh attempts, and removes them
     /// from the dead-letter stream. Returns how many.
     pub async fn replay_dead(&self, upstream: Option<&str>) -> Result<usize, JetStreamError> {
-        let mut dead = self.stream(&self.names.dead_stream).await?;
+        let dead = self.stream(&self.names.dead_stream).await?;
+        let filter = match upstream {
+            Some(u) => self.names.dead_subject(u),
+            None => self.names.dead_filter(),
+        };
         let mut replayed = 0;
-        for message in self.messages(&mut dead).await? {
+        let mut seq = 1;
+        while let Some(message) = next(&dead, &filter, seq).await? {
+            seq = message.sequence + 1;
             let Some(letter) = self.dead_letter(&message) else {
                 continue;
             };
-            if upstream.is_some_and(|u| u != letter.upstream) {
-                continue;
-            }
             // Interest retention keeps a message only for existing consumers.
             super::ensure_consumer(&self.js, &self.cfg, &self.names, &letter.upstream).await?;
             let command = message
@@ -256,5 +243,27 @@ impl Admin {
         purge
             .map(|r| r.purged)
             .map_err(|e| setup("dead letter purge", super::chain(&e)))
+    }
+}
+
+/// The first message at or after `seq` on `subject` (wildcards allowed),
+/// or `None` past the last: walks a stream without stepping through the
+/// gaps that acks and deletes leave.
+async fn next(
+    stream: &Stream,
+    subject: &str,
+    seq: u64,
+) -> Result<Option<StreamMessage>, JetStreamError> {
+    match stream.get_first_raw_message_by_subject(subject, seq).await {
+        Ok(m) => Ok(Some(m)),
+        Err(e) => match e.kind() {
+            LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            LastRawMessageErrorKind::JetStream(j)
+                if j.error_code() == ErrorCode::NO_MESSAGE_FOUND =>
+            {
+                Ok(None)
+            }
+            _ => Err(setup("stream read", super::chain(&e))),
+        },
     }
 }
