@@ -275,9 +275,17 @@ fn callback_url(addr: std::net::SocketAddr) -> String {
 #[tokio::test]
 async fn a_gateway_killed_mid_load_leaves_nothing_acknowledged_behind() {
     let nats = NatsNode::start();
-    // Slow enough that a backlog builds up and the victim always has
-    // deliveries in flight.
-    let up = Upstream::start(Reply::ok().after(Duration::from_millis(100))).await;
+    // The first deliveries hang, so the victim surely dies with attempts
+    // in flight (unacked); the rest are answered at once.
+    const HUNG: usize = 8;
+    let up = Upstream::scripted(|n| {
+        if n < HUNG {
+            Reply::ok().after(Duration::from_secs(30))
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
     let rest = format!(
         "apps:\n  - sdkappid: {APP}\n{}{}{}",
         nats_delivery(&[nats.url()], 50, 1),
@@ -285,36 +293,49 @@ async fn a_gateway_killed_mid_load_leaves_nothing_acknowledged_behind() {
         routes("legacy")
     );
     let victim = Binary::start(&rest, &[], "warn", false).await;
-    let survivor = Binary::start(&rest, &[], "warn", false).await;
-    let (va, sa) = (victim.listen, survivor.listen);
-
+    let targets = std::sync::Arc::new(std::sync::Mutex::new(vec![victim.listen]));
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let to = targets.clone();
     let load = tokio::spawn(load(
-        // Most traffic to the victim, some to the survivor.
-        move |i| callback_url(if i % 4 == 0 { sa } else { va }),
+        move |i| {
+            let t = to.lock().unwrap();
+            callback_url(t[i % t.len()])
+        },
         600,
         16,
         acked.clone(),
     ));
-    // Kill once a good share is acknowledged and deliveries are under way.
     let started = std::time::Instant::now();
-    while acked.lock().unwrap().len() < 200 {
+    while acked.lock().unwrap().len() < 200 || up.count() < HUNG {
         assert!(started.elapsed() < Duration::from_secs(30), "load too slow");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(up.count() > 0, "deliveries had not started");
+    // A second gateway joins, traffic moves to it, the victim is killed.
+    let survivor = Binary::start(&rest, &[], "warn", false).await;
+    *targets.lock().unwrap() = vec![survivor.listen];
     victim.signal("-KILL");
     load.await.unwrap();
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 200, "{}", acked.len());
     // The victim's unacked messages come back after ack_wait (2 s).
     assert_all_delivered(&up, &acked, Duration::from_secs(45)).await;
-    // Proof the survivor took over the victim's deliveries in flight: the
-    // upstream saw those twice (at-least-once, never lost).
-    assert!(
-        tally(&up).values().any(|n| *n > 1),
-        "no delivery of the victim was redelivered"
-    );
+    // The hung ones (received, never answered) are taken over: the
+    // survivor sends them again after ack_wait.
+    let hung: Vec<Vec<u8>> = up.received()[..HUNG]
+        .iter()
+        .map(|r| r.body.to_vec())
+        .collect();
+    let started = std::time::Instant::now();
+    while !hung
+        .iter()
+        .all(|b| tally(&up).get(b).copied().unwrap_or(0) >= 2)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "a delivery in flight on the victim was never redelivered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(survivor);
 }
 
@@ -529,5 +550,73 @@ async fn a_gateway_started_before_nats_waits_for_it_without_taking_notifications
     // The refused one was never stored, so never delivered.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(up.count(), 1);
+    gw.shutdown().await;
+}
+
+async fn jetstream(url: &str) -> async_nats::jetstream::Context {
+    async_nats::jetstream::new(async_nats::connect(url).await.unwrap())
+}
+
+#[tokio::test]
+async fn a_stream_deleted_under_a_running_gateway_is_put_back() {
+    let nats = NatsNode::start();
+    let up = Upstream::start(Reply::ok()).await;
+    let gw = Gateway::start(&format!(
+        "{}{}{}",
+        nats_delivery(&[nats.url()], 50, 1),
+        upstreams_yaml(&[("legacy", &up)]),
+        routes("legacy")
+    ))
+    .await;
+    gw.wait_ready(Duration::from_secs(10)).await;
+    let js = jetstream(&nats.url()).await;
+    js.delete_stream("CALLGATE").await.unwrap();
+    // Within a few seconds the gateway re-creates the stream and its
+    // consumer, and notifications are taken and delivered again.
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        let a = gw.callback(CMD, &member_join(n)).await;
+        if a.status == 200 {
+            break;
+        }
+        assert_eq!(a.status, 503, "{}", a.text());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = up.wait_for(1, Duration::from_secs(15)).await;
+    assert_eq!(got[0].body, member_join(n).as_bytes());
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn stream_settings_follow_the_config_at_start() {
+    let nats = NatsNode::start();
+    let up = Upstream::start(Reply::ok()).await;
+    let yaml = |max_bytes: &str| {
+        format!(
+            "{}    max_bytes: {max_bytes}\n{}{}",
+            nats_delivery(&[nats.url()], 50, 1),
+            upstreams_yaml(&[("legacy", &up)]),
+            routes("legacy")
+        )
+    };
+    let gw = Gateway::start(&yaml("64MiB")).await;
+    gw.wait_ready(Duration::from_secs(10)).await;
+    gw.shutdown().await;
+    let js = jetstream(&nats.url()).await;
+    let max_bytes = |js: async_nats::jetstream::Context| async move {
+        let mut s = js.get_stream("CALLGATE").await.unwrap();
+        s.info().await.unwrap().config.max_bytes
+    };
+    assert_eq!(max_bytes(js.clone()).await, 64 * 1024 * 1024);
+
+    let gw = Gateway::start(&yaml("32MiB")).await;
+    gw.wait_ready(Duration::from_secs(10)).await;
+    assert_eq!(max_bytes(js.clone()).await, 32 * 1024 * 1024);
     gw.shutdown().await;
 }

@@ -192,11 +192,14 @@ pub fn admin_context(client: async_nats::Client) -> jetstream::Context {
 }
 
 /// Creates the two streams, or checks that the existing ones fit.
-/// Idempotent: every gateway of a fleet runs it at start.
+/// Idempotent: every gateway of a fleet runs it at start. With `update`,
+/// an existing stream whose replicas, size bound or duplicate window
+/// differ from the config is updated to it.
 pub async fn ensure_streams(
     js: &jetstream::Context,
     cfg: &Nats,
     names: &Names,
+    update: bool,
 ) -> Result<(), JetStreamError> {
     let max_bytes = i64::try_from(cfg.max_bytes).unwrap_or(i64::MAX);
     let events = stream::Config {
@@ -228,7 +231,7 @@ pub async fn ensure_streams(
         let retention = wanted.retention;
         let subjects = wanted.subjects.clone();
         let mut s = js
-            .get_or_create_stream(wanted)
+            .get_or_create_stream(wanted.clone())
             .await
             .map_err(|e| setup(format!("stream {name}"), chain(&e)))?;
         let info = s
@@ -243,6 +246,17 @@ pub async fn ensure_streams(
                     info.config.retention, info.config.subjects
                 ),
             ));
+        }
+        let c = &info.config;
+        let differs = c.num_replicas != wanted.num_replicas
+            || c.max_bytes != wanted.max_bytes
+            || c.duplicate_window != wanted.duplicate_window
+            || c.discard != wanted.discard;
+        if update && differs {
+            js.update_stream(&wanted)
+                .await
+                .map_err(|e| setup(format!("stream {name} update"), chain(&e)))?;
+            tracing::info!(stream = %name, replicas = wanted.num_replicas, max_bytes = wanted.max_bytes, "stream settings updated to the config");
         }
     }
     Ok(())
