@@ -4,7 +4,9 @@
 
 mod support;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::nats::{NatsNode, nats_delivery};
@@ -558,39 +560,105 @@ async fn jetstream(url: &str) -> async_nats::jetstream::Context {
 }
 
 #[tokio::test]
-async fn a_stream_deleted_under_a_running_gateway_is_put_back() {
+async fn a_stream_deleted_under_running_gateways_is_put_back_without_losing_what_they_acknowledge()
+{
     let nats = NatsNode::start();
     let up = Upstream::start(Reply::ok()).await;
-    let gw = Gateway::start(&format!(
-        "{}{}{}",
+    let rest = format!(
+        "apps:\n  - sdkappid: {APP}\n{}{}{}",
         nats_delivery(&[nats.url()], 50, 1),
         upstreams_yaml(&[("legacy", &up)]),
         routes("legacy")
-    ))
-    .await;
-    gw.wait_ready(Duration::from_secs(10)).await;
-    let js = jetstream(&nats.url()).await;
-    js.delete_stream("CALLGATE").await.unwrap();
-    // Within a few seconds the gateway re-creates the stream and its
-    // consumer, and notifications are taken and delivered again.
+    );
+    let one = Binary::start(&rest, &[], "warn", false).await;
+    let two = Binary::start(&rest, &[], "warn", false).await;
+    one.wait_ready().await;
+    two.wait_ready().await;
+    // Load on both; the indices sent after the deletion are noted: what
+    // was stored before it is the operator's loss, what is acknowledged
+    // after it must all arrive (a re-created stream without its
+    // consumers would take events and drop them).
+    let deleted = Arc::new(AtomicBool::new(false));
+    let after = Arc::new(Mutex::new(HashSet::new()));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let (d, a, targets) = (deleted.clone(), after.clone(), [one.listen, two.listen]);
+    let load = tokio::spawn(load(
+        move |i| {
+            if d.load(Ordering::SeqCst) {
+                a.lock().unwrap().insert(member_join(i));
+            }
+            callback_url(targets[i % 2])
+        },
+        3000,
+        8,
+        acked.clone(),
+    ));
     let started = std::time::Instant::now();
-    let mut n = 0;
-    loop {
-        n += 1;
-        let a = gw.callback(CMD, &member_join(n)).await;
-        if a.status == 200 {
-            break;
-        }
-        assert_eq!(a.status, 503, "{}", a.text());
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "never recovered"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    while acked.lock().unwrap().len() < 200 {
+        assert!(started.elapsed() < Duration::from_secs(30), "load too slow");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let got = up.wait_for(1, Duration::from_secs(15)).await;
-    assert_eq!(got[0].body, member_join(n).as_bytes());
-    gw.shutdown().await;
+    let js = jetstream(&nats.url()).await;
+    deleted.store(true, Ordering::SeqCst);
+    js.delete_stream("CALLGATE").await.unwrap();
+    load.await.unwrap();
+    let after = after.lock().unwrap().clone();
+    let acked_after: Vec<String> = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|b| after.contains(*b))
+        .cloned()
+        .collect();
+    // The gateways put the stream back and take notifications again.
+    assert!(
+        acked_after.len() >= 100,
+        "{} acknowledged after the deletion",
+        acked_after.len()
+    );
+    assert_all_delivered(&up, &acked_after, Duration::from_secs(30)).await;
+    drop((one, two));
+}
+
+/// An interest-retention stream acknowledges, then drops, a message no
+/// consumer is interested in: a new events stream must take nothing
+/// until its consumers exist, so such a publish gets no acknowledgement
+/// (IM a 503) rather than a 200 for a lost event.
+#[tokio::test]
+async fn a_new_events_stream_takes_no_event_before_its_consumers_exist() {
+    use callgate::jetstream::{Names, bind_events, ensure_consumer, ensure_streams};
+    let nats = NatsNode::start();
+    let yaml = format!(
+        "listeners:\n  - addr: \"127.0.0.1:0\"\napps:\n  - sdkappid: {APP}\n{}upstreams:\n  legacy:\n    url: \"http://127.0.0.1:9/\"\n{}",
+        nats_delivery(&[nats.url()], 5, 1),
+        routes("legacy")
+    );
+    let config = callgate::Config::parse(&yaml, std::path::Path::new("routes.yaml")).unwrap();
+    let cfg = config.delivery.nats.unwrap();
+    let names = Names::new(&cfg);
+    let js = jetstream(&nats.url()).await;
+    ensure_streams(&js, &cfg, &names, true).await.unwrap();
+    let publish = |n: usize| {
+        let js = js.clone();
+        let subject = names.event_subject(CMD);
+        async move {
+            js.publish(subject, member_join(n).into())
+                .await
+                .unwrap()
+                .await
+        }
+    };
+    assert!(publish(1).await.is_err(), "an unbound stream took an event");
+    let mut consumer = ensure_consumer(&js, &cfg, &names, "legacy").await.unwrap();
+    bind_events(&js, &names).await.unwrap();
+    publish(2).await.expect("a bound stream takes events");
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.num_pending, 1);
+    // Idempotent, and a second gateway finds it bound.
+    ensure_streams(&js, &cfg, &names, false).await.unwrap();
+    bind_events(&js, &names).await.unwrap();
+    publish(3).await.unwrap();
+    assert_eq!(consumer.info().await.unwrap().num_pending, 2);
 }
 
 #[tokio::test]

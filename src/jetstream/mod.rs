@@ -77,6 +77,12 @@ impl Names {
         format!("{}.events.>", self.subject)
     }
 
+    /// The subject a new events stream listens on until its consumers
+    /// exist (see `ensure_streams`); nothing is published there.
+    pub fn events_unbound(&self) -> String {
+        format!("{}.unbound", self.subject)
+    }
+
     pub fn dead_subject(&self, upstream: &str) -> String {
         format!("{}.dead.{}", self.subject, token(upstream))
     }
@@ -195,6 +201,12 @@ pub fn admin_context(client: async_nats::Client) -> jetstream::Context {
 /// Idempotent: every gateway of a fleet runs it at start. With `update`,
 /// an existing stream whose replicas, size bound or duplicate window
 /// differ from the config is updated to it.
+///
+/// A new events stream starts on a subject nobody publishes to, and
+/// `bind_events` moves it to the events subjects once the consumers
+/// exist: an interest-retention stream acknowledges, then drops, a
+/// message published while it has no consumer, and IM would have had a
+/// 200 for a lost event.
 pub async fn ensure_streams(
     js: &jetstream::Context,
     cfg: &Nats,
@@ -204,7 +216,7 @@ pub async fn ensure_streams(
     let max_bytes = i64::try_from(cfg.max_bytes).unwrap_or(i64::MAX);
     let events = stream::Config {
         name: names.stream.clone(),
-        subjects: vec![names.events_filter()],
+        subjects: vec![names.events_unbound()],
         // A message stays until every upstream's consumer acked it.
         retention: stream::RetentionPolicy::Interest,
         storage: stream::StorageType::File,
@@ -226,10 +238,10 @@ pub async fn ensure_streams(
         duplicate_window: cfg.duplicate_window,
         ..Default::default()
     };
+    let bound = [names.events_filter()];
     for wanted in [events, dead] {
         let name = wanted.name.clone();
         let retention = wanted.retention;
-        let subjects = wanted.subjects.clone();
         let mut s = js
             .get_or_create_stream(wanted.clone())
             .await
@@ -238,27 +250,57 @@ pub async fn ensure_streams(
             .info()
             .await
             .map_err(|e| setup(format!("stream {name}"), chain(&e)))?;
-        if info.config.retention != retention || info.config.subjects != subjects {
+        let c = &info.config;
+        let subjects_fit =
+            c.subjects == wanted.subjects || (name == names.stream && c.subjects == bound);
+        if c.retention != retention || !subjects_fit {
             return Err(setup(
                 format!("stream {name}"),
                 format!(
-                    "exists with retention {:?} and subjects {:?}; callgate needs {retention:?} on {subjects:?} (use another delivery.nats.stream name, or delete it)",
-                    info.config.retention, info.config.subjects
+                    "exists with retention {:?} and subjects {:?}; callgate needs {retention:?} on {:?} (use another delivery.nats.stream name, or delete it)",
+                    c.retention, c.subjects, wanted.subjects
                 ),
             ));
         }
-        let c = &info.config;
         let differs = c.num_replicas != wanted.num_replicas
             || c.max_bytes != wanted.max_bytes
             || c.duplicate_window != wanted.duplicate_window
             || c.discard != wanted.discard;
         if update && differs {
-            js.update_stream(&wanted)
+            // Subjects as they are: binding is `bind_events`' job.
+            let settings = stream::Config {
+                subjects: c.subjects.clone(),
+                ..wanted
+            };
+            js.update_stream(&settings)
                 .await
                 .map_err(|e| setup(format!("stream {name} update"), chain(&e)))?;
-            tracing::info!(stream = %name, replicas = wanted.num_replicas, max_bytes = wanted.max_bytes, "stream settings updated to the config");
+            tracing::info!(stream = %name, replicas = settings.num_replicas, max_bytes = settings.max_bytes, "stream settings updated to the config");
         }
     }
+    Ok(())
+}
+
+/// Moves a new events stream to the events subjects; call once this
+/// config's consumers exist. A no-op on a bound stream.
+pub async fn bind_events(js: &jetstream::Context, names: &Names) -> Result<(), JetStreamError> {
+    let what = || format!("stream {}", names.stream);
+    let mut s = js
+        .get_stream(&names.stream)
+        .await
+        .map_err(|e| setup(what(), chain(&e)))?;
+    let info = s.info().await.map_err(|e| setup(what(), chain(&e)))?;
+    if info.config.subjects != [names.events_unbound()] {
+        return Ok(());
+    }
+    let settings = stream::Config {
+        subjects: vec![names.events_filter()],
+        ..info.config.clone()
+    };
+    js.update_stream(&settings)
+        .await
+        .map_err(|e| setup(format!("stream {} binding", names.stream), chain(&e)))?;
+    tracing::info!(stream = %names.stream, subjects = %names.events_filter(), "events stream created and bound to its subjects");
     Ok(())
 }
 
@@ -285,7 +327,8 @@ pub async fn ensure_consumer(
                 ack_wait: cfg.ack_wait,
                 // callgate counts attempts itself and dead-letters.
                 max_deliver: -1,
-                filter_subject: names.events_filter(),
+                // No filter: the stream holds events only, and a filter
+                // would not fit a stream not yet bound to its subjects.
                 max_ack_pending: 10_000,
                 ..Default::default()
             },

@@ -121,12 +121,6 @@ impl Fleet {
         if !inner.connected() {
             return Err(Refused::Unavailable("not connected to NATS".into()));
         }
-        let deadline = tokio::time::Instant::now() + inner.cfg.publish_timeout;
-        tokio::time::timeout_at(deadline, inner.ensure_consumers(upstreams))
-            .await
-            .map_err(|_| Refused::Unavailable("JetStream consumer set-up timed out".into()))?
-            .map_err(|e| Refused::Unavailable(e.to_string()))?;
-
         let mut headers = HeaderMap::new();
         let targets: Vec<String> = upstreams.iter().map(|u| js::token(u)).collect();
         headers.insert(HDR_UPSTREAMS, targets.join(",").as_str());
@@ -134,8 +128,9 @@ impl Fleet {
         let payload = Bytes::from(EventRecord::from_forward(fwd, command, now_ms()).encode());
         let id = event_id(&fwd.query, command, &fwd.body);
         let subject = inner.names.event_subject(command);
+        let deadline = tokio::time::Instant::now() + inner.cfg.publish_timeout;
         inner
-            .publish(subject, headers, payload, &id, deadline)
+            .publish(subject, headers, payload, &id, upstreams, deadline)
             .await
     }
 
@@ -169,6 +164,14 @@ impl Inner {
             && self.stream_reachable.load(Ordering::SeqCst)
     }
 
+    /// After the stream may have been deleted: every consumer is checked
+    /// (and made) again before the next publish that needs it.
+    fn forget_consumers(&self) {
+        if let Ok(mut c) = self.consumers.lock() {
+            c.clear();
+        }
+    }
+
     fn remember_consumer(&self, upstream: &str) {
         if let Ok(mut c) = self.consumers.lock() {
             c.insert(upstream.to_owned());
@@ -190,8 +193,9 @@ impl Inner {
         Ok(())
     }
 
-    /// Publishes with message id `id`, retrying what may pass on a second
-    /// try (no leader for a moment, a lost acknowledgement) until
+    /// Publishes with message id `id` once the consumers of `upstreams`
+    /// exist, retrying what may pass on a second try (no leader for a
+    /// moment, a lost acknowledgement, a stream being put back) until
     /// `deadline`; the id makes a repeated publish a no-op.
     async fn publish(
         &self,
@@ -199,9 +203,20 @@ impl Inner {
         headers: HeaderMap,
         payload: Bytes,
         id: &str,
+        upstreams: &[Arc<str>],
         deadline: tokio::time::Instant,
     ) -> Result<(), Refused> {
         loop {
+            let consumers = tokio::time::timeout_at(deadline, self.ensure_consumers(upstreams));
+            match consumers.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(Refused::Unavailable(e.to_string())),
+                Err(_) => {
+                    return Err(Refused::Unavailable(
+                        "JetStream consumer set-up timed out".into(),
+                    ));
+                }
+            }
             let publish = PublishMessage::build()
                 .payload(payload.clone())
                 .headers(headers.clone())
@@ -221,6 +236,10 @@ impl Inner {
                     ));
                 }
             };
+            if error.kind() == PublishErrorKind::StreamNotFound {
+                // If it comes back, it comes back without our consumers.
+                self.forget_consumers();
+            }
             let retry = matches!(
                 error.kind(),
                 PublishErrorKind::TimedOut

@@ -36,6 +36,7 @@ pub(super) async fn supervise(inner: Arc<Inner>, shared: Arc<Shared>) {
     let mut ticks = 0u64;
     let mut strangers = HashSet::new();
     let mut failing = false;
+    let mut created = None;
     loop {
         tokio::select! {
             _ = inner.stop.cancelled() => return,
@@ -49,7 +50,24 @@ pub(super) async fn supervise(inner: Arc<Inner>, shared: Arc<Shared>) {
         // The connection can be up while the stream has no leader (a
         // cluster that lost its quorum): readiness asks the stream.
         let probe = inner.admin.get_stream(&inner.names.stream);
-        let mut reachable = matches!(tokio::time::timeout(PROBE_TIMEOUT, probe).await, Ok(Ok(_)));
+        let mut reachable = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(Ok(stream)) => {
+                // Re-created since the last look: its consumers are new
+                // too, and those this gateway knew of may be missing.
+                let born = stream.cached_info().created;
+                if created.replace(born).is_some_and(|was| was != born) {
+                    inner.forget_consumers();
+                }
+                // Not yet bound to the events subjects: verifying binds it.
+                stream.cached_info().config.subjects == [inner.names.events_filter()]
+            }
+            // Maybe deleted: consumers are checked again before the
+            // next publish.
+            _ => {
+                inner.forget_consumers();
+                false
+            }
+        };
         ticks += 1;
         // Unreachable may mean deleted: verifying puts it back.
         if (!reachable || ticks.is_multiple_of(VERIFY_EVERY)) && inner.connected() {
@@ -95,7 +113,7 @@ async fn set_up(inner: &Inner, shared: &Shared) -> bool {
                 }
                 inner.remember_consumer(name);
             }
-            Ok::<(), JetStreamError>(())
+            js::bind_events(&inner.admin, &inner.names).await
         };
         tokio::select! {
             _ = inner.stop.cancelled() => return false,
@@ -161,7 +179,7 @@ async fn verify(inner: &Inner, snapshot: &Snapshot) -> Result<(), JetStreamError
         js::ensure_consumer(&inner.admin, &inner.cfg, &inner.names, name).await?;
         inner.remember_consumer(name);
     }
-    Ok(())
+    js::bind_events(&inner.admin, &inner.names).await
 }
 
 /// Fleet-wide figures from JetStream: deliveries not yet done (per
