@@ -39,6 +39,7 @@ from harness import cpu_seconds, status_kb, wait_http, wait_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLGATE = ROOT / "target/release/callgate"
+BIN = CALLGATE
 UPSTREAM = ROOT / "target/release/examples/upstream"
 BODY = ROOT / "bench/bodies/before-send-msg.json"
 PORTS = {"UP_FAST": 29001, "UP_FAN2": 29002, "UP_FAN3": 29003, "UP_SILENT": 29009,
@@ -75,7 +76,7 @@ class Run:
 
 def setup(work: Path, run: Run, valgrind: list[str] | None = None):
     pki = work / "pki"
-    subprocess.run([CALLGATE, "certs", "--out", pki], check=True, capture_output=True)
+    subprocess.run([BIN, "certs", "--out", pki], check=True, capture_output=True)
     text = (ROOT / "bench/conf/callgate.yaml").read_text()
     # The never-answering upstream is not started here; no route of
     # scenarios 1 and 3 uses it.
@@ -85,7 +86,7 @@ def setup(work: Path, run: Run, valgrind: list[str] | None = None):
     for name in ("UP_FAST", "UP_FAN2", "UP_FAN3"):
         run.start(name.lower(), [UPSTREAM, f"127.0.0.1:{PORTS[name]}"], stdout=subprocess.DEVNULL)
         wait_port(PORTS[name])
-    argv = [CALLGATE, "run", "-c", work / "callgate.yaml"]
+    argv = [BIN, "run", "-c", work / "callgate.yaml"]
     p = run.start("callgate", (valgrind or []) + argv,
                   env={"TOKIO_WORKER_THREADS": "2", "RUST_LOG": "warn"})
     wait_http(f"http://127.0.0.1:{PORTS['ADMIN']}/readyz", timeout=120 if valgrind else 20)
@@ -186,10 +187,13 @@ def main():
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--c", type=int, default=64)
     ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--bin", default=str(CALLGATE), help="the callgate binary to measure")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     if args.mode == "callgrind" and args.c == 64:
         args.c = 16
+    global BIN
+    BIN = Path(args.bin)
     work = Path(tempfile.mkdtemp(prefix="callgate-quick."))
     run = Run(work)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
