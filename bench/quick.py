@@ -160,7 +160,8 @@ def cmd_callgrind(args, work, run):
 
 
 def cmd_idle(args, work, run):
-    p, pki = setup(work, run)
+    dhat = ["valgrind", "--tool=dhat", f"--dhat-out-file={work}/dhat.json"] if args.dhat else None
+    p, pki = setup(work, run, dhat)
     before = status_kb(p.pid, "VmRSS")
     argv = [sys.executable, ROOT / "bench/idle_conns.py", "--port", PORTS["PORT_S1"],
             "--n", args.n, "--body", BODY, "--ca", pki / "ca.pem",
@@ -177,6 +178,30 @@ def cmd_idle(args, work, run):
     print(f"idle: {line}; RSS {before / 1024:.1f} -> {after / 1024:.1f} MiB, "
           f"{(after - before) / max(opened, 1):.1f} KiB per connection")
     ic.stdin.close()
+    if args.dhat:
+        run.stop(p, 120)
+        top_live_sites(work / "dhat.json", opened)
+
+
+def top_live_sites(path: Path, conns: int):
+    """The allocation sites holding the most memory at the heap's peak (all
+    connections open), per connection, with the innermost frames that are
+    not the allocator's own."""
+    data = json.loads(path.read_text())
+    frames = data["ftbl"]
+    rows = []
+    for pp in data["pps"]:
+        if pp.get("gb", 0) == 0:
+            continue
+        names = [frames[i] for i in pp["fs"]]
+        names = [n for n in names if not re.search(r"alloc::|__rust|malloc|realloc|RawVec|"
+                                                   r"raw_vec|\bVec<|with_capacity|reserve", n)]
+        rows.append((pp["gb"], pp["gbk"], " <- ".join(n.split(": ", 1)[-1][:90] for n in names[:4])))
+    rows.sort(reverse=True)
+    total = sum(r[0] for r in rows)
+    print(f"heap at peak: {total / 1024 / 1024:.1f} MiB, {total / max(conns, 1) / 1024:.1f} KiB per connection")
+    for bytes_, blocks, where in rows[:25]:
+        print(f"{bytes_ / max(conns, 1):8.0f} B/conn {blocks:7d} blocks  {where}")
 
 
 def main():
@@ -187,6 +212,7 @@ def main():
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--c", type=int, default=64)
     ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--dhat", action="store_true", help="idle: heap profile under DHAT")
     ap.add_argument("--bin", default=str(CALLGATE), help="the callgate binary to measure")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
