@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::config::Policy;
 use crate::metrics::Metrics;
 use crate::route::RouteEntry;
-use crate::state::Snapshot;
+use crate::state::{RouteUpstream, Snapshot};
 use crate::upstream::{CallError, Forward, UpstreamClient, verdict};
 
 /// Why the gateway answered a decision itself.
@@ -86,53 +86,126 @@ pub async fn decide(
     budget: Budget,
     metrics: &Arc<Metrics>,
 ) -> Decided {
-    let clients: Vec<(Arc<str>, Option<Arc<UpstreamClient>>)> = route
-        .upstreams
-        .iter()
-        .map(|name| (name.clone(), snapshot.upstream(name).cloned()))
-        .collect();
+    let upstreams = snapshot.route_upstreams(route.index);
     let counting = match route.policy {
-        Policy::Strictest => clients.len(),
-        Policy::First => 1,
+        Policy::Strictest => upstreams.len(),
+        Policy::First => upstreams.len().min(1),
     };
-    for (name, client) in clients.iter().skip(counting) {
-        if let Some(client) = client.clone() {
-            spawn_mirror(name.clone(), client, fwd.clone(), budget, metrics.clone());
+    for up in upstreams.iter().skip(counting) {
+        if let Some(client) = up.client.clone() {
+            spawn_mirror(
+                up.name.clone(),
+                client,
+                fwd.clone(),
+                budget,
+                metrics.clone(),
+            );
         }
     }
-
     let started = Instant::now();
-    let mut results: Vec<Option<UpstreamResult>> = vec![None; counting];
-    let mut calls = FuturesUnordered::new();
-    for (i, (_, client)) in clients.iter().take(counting).enumerate() {
-        let fwd = fwd.clone();
-        let client = client.clone();
-        calls.push(async move {
-            let outcome = match client {
-                // The deadline bounds the call from outside; only an upstream's
-                // own `timeout` may end it sooner.
-                Some(c) => c.call(&fwd, budget.max_answer, None).await,
-                // Validation rules this out; count it as a failure if a
-                // snapshot ever names an upstream it lacks.
-                None => Err(CallError::Body("upstream missing from config".into())),
-            };
-            (i, outcome, started.elapsed()) as Call
-        });
+    match &upstreams[..counting] {
+        [one] => decide_one(one, fwd, budget, metrics, started).await,
+        counted => decide_all(counted, fwd, budget, metrics, started).await,
     }
+}
 
-    let mut zeros: Vec<Option<Bytes>> = vec![None; counting];
+/// One upstream decides: its call is awaited directly, with no fan-out
+/// bookkeeping (the common case, and the same outcome as `decide_all`).
+async fn decide_one(
+    up: &RouteUpstream,
+    fwd: &Forward,
+    budget: Budget,
+    metrics: &Metrics,
+    started: Instant,
+) -> Decided {
+    let outcome = tokio::time::timeout_at(budget.deadline, call(up, fwd, budget)).await;
+    let Ok(outcome) = outcome else {
+        metrics.upstream(&up.name, "timeout");
+        return Decided {
+            verdict: Verdict::Fallback(FallbackReason::Timeout),
+            results: vec![UpstreamResult {
+                upstream: up.name.clone(),
+                result: "timeout",
+                code: None,
+                elapsed: started.elapsed(),
+            }],
+        };
+    };
+    let (label, code) = classify(&outcome);
+    metrics.upstream(&up.name, label);
+    let results = vec![UpstreamResult {
+        upstream: up.name.clone(),
+        result: label,
+        code,
+        elapsed: started.elapsed(),
+    }];
+    let verdict = match (outcome, code) {
+        (Ok(answer), Some(_)) => Verdict::Upstream {
+            upstream: up.name.clone(),
+            body: answer.body,
+        },
+        _ => Verdict::Fallback(FallbackReason::UpstreamFailed),
+    };
+    Decided { verdict, results }
+}
+
+/// The call to one upstream; the deadline bounds it from outside, only an
+/// upstream's own `timeout` may end it sooner.
+async fn call(
+    up: &RouteUpstream,
+    fwd: &Forward,
+    budget: Budget,
+) -> Result<crate::upstream::Answer, CallError> {
+    match &up.client {
+        Some(c) => c.call(fwd, budget.max_answer, None).await,
+        // Validation rules this out; count it as a failure if a snapshot
+        // ever names an upstream it lacks.
+        None => Err(CallError::Body("upstream missing from config".into())),
+    }
+}
+
+/// The `result` label and the decision code of one call's outcome.
+fn classify(outcome: &Result<crate::upstream::Answer, CallError>) -> (&'static str, Option<i64>) {
+    match outcome {
+        Ok(answer) => match verdict(answer) {
+            Some(code) => ("ok", Some(code)),
+            None => ("bad_answer", None),
+        },
+        Err(e) => (e.label(), None),
+    }
+}
+
+/// Every upstream of `upstreams` must allow; the first refusal decides.
+async fn decide_all(
+    upstreams: &[RouteUpstream],
+    fwd: &Forward,
+    budget: Budget,
+    metrics: &Metrics,
+    started: Instant,
+) -> Decided {
+    let counting = upstreams.len();
+    let mut results: Vec<Option<UpstreamResult>> = vec![None; counting];
+    // The calls borrow the request's data: this function awaits or drops
+    // every one of them before it returns.
+    let mut calls: FuturesUnordered<_> = upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, up)| async move { (i, call(up, fwd, budget).await, started.elapsed()) as Call })
+        .collect();
+
+    let mut first_zero: Option<Bytes> = None;
     let mut failed = 0usize;
     let verdict = loop {
         let next = tokio::time::timeout_at(budget.deadline, calls.next()).await;
         let (i, outcome, elapsed) = match next {
             Err(_) => break Verdict::Fallback(FallbackReason::Timeout),
             Ok(None) if failed > 0 => break Verdict::Fallback(FallbackReason::UpstreamFailed),
-            Ok(None) => match zeros.first_mut().and_then(Option::take) {
+            Ok(None) => match first_zero.take() {
                 // Everyone allowed: the first upstream's answer may carry
                 // modifications (MsgBody, RefusedMembers_Account...).
                 Some(body) => {
                     break Verdict::Upstream {
-                        upstream: clients[0].0.clone(),
+                        upstream: upstreams[0].name.clone(),
                         body,
                     };
                 }
@@ -140,15 +213,9 @@ pub async fn decide(
             },
             Ok(Some(call)) => call,
         };
-        let name = clients[i].0.clone();
-        let (label, code) = match &outcome {
-            Ok(answer) => match verdict(answer) {
-                Some(code) => ("ok", Some(code)),
-                None => ("bad_answer", None),
-            },
-            Err(e) => (e.label(), None),
-        };
-        metrics.upstream(&name, label);
+        let name = &upstreams[i].name;
+        let (label, code) = classify(&outcome);
+        metrics.upstream(name, label);
         results[i] = Some(UpstreamResult {
             upstream: name.clone(),
             result: label,
@@ -156,30 +223,32 @@ pub async fn decide(
             elapsed,
         });
         match (outcome, code) {
-            (Ok(answer), Some(0)) => zeros[i] = Some(answer.body),
+            (Ok(answer), Some(0)) if i == 0 => first_zero = Some(answer.body),
+            (Ok(_), Some(0)) => {}
             (Ok(answer), Some(_)) => {
                 break Verdict::Upstream {
-                    upstream: name,
+                    upstream: name.clone(),
                     body: answer.body,
                 };
             }
             _ => failed += 1,
         }
     };
+    drop(calls);
 
-    // Calls still running are cancelled when `calls` drops below.
+    // Calls still running were cancelled when `calls` dropped above.
     let timed_out = matches!(verdict, Verdict::Fallback(FallbackReason::Timeout));
     let results = results
         .into_iter()
-        .zip(clients.iter())
-        .map(|(r, (name, _))| {
+        .zip(upstreams)
+        .map(|(r, up)| {
             r.unwrap_or_else(|| {
                 let result = if timed_out { "timeout" } else { "cancelled" };
                 if timed_out {
-                    metrics.upstream(name, "timeout");
+                    metrics.upstream(&up.name, "timeout");
                 }
                 UpstreamResult {
-                    upstream: name.clone(),
+                    upstream: up.name.clone(),
                     result,
                     code: None,
                     elapsed: started.elapsed(),

@@ -6,8 +6,9 @@
 //! words. A sender can therefore not grow the label space.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -39,8 +40,19 @@ pub struct KindLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
-    pub upstream: Label,
+    pub upstream: Name,
     pub result: Label,
+}
+
+/// An upstream's config name as a label value: shares the name's
+/// allocation, so counting a call copies no string.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Name(pub Arc<str>);
+
+impl EncodeLabelValue for Name {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&&*self.0, encoder)
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -203,10 +215,10 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn upstream(&self, upstream: &str, result: &'static str) {
+    pub fn upstream(&self, upstream: &Arc<str>, result: &'static str) {
         self.upstream_requests
             .get_or_create(&UpstreamLabels {
-                upstream: Cow::Owned(upstream.to_owned()),
+                upstream: Name(upstream.clone()),
                 result: Cow::Borrowed(result),
             })
             .inc();
@@ -223,7 +235,7 @@ impl Metrics {
     pub fn delivery(&self, upstream: &str, result: &'static str) {
         self.deliveries
             .get_or_create(&UpstreamLabels {
-                upstream: Cow::Owned(upstream.to_owned()),
+                upstream: Name(Arc::from(upstream)),
                 result: Cow::Borrowed(result),
             })
             .inc();

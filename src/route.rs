@@ -115,6 +115,11 @@ impl RouteTable {
         }
     }
 
+    /// Every route, in config order (index = `RouteEntry::index`).
+    pub fn entries(&self) -> &[RouteEntry] {
+        &self.routes
+    }
+
     /// First route whose pattern (and app filter) fits wins.
     pub fn find(&self, command: &str, sdkappid: u64) -> Option<&RouteEntry> {
         self.routes

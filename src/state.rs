@@ -19,6 +19,17 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub routes: RouteTable,
     pub upstreams: HashMap<Arc<str>, Arc<UpstreamClient>>,
+    /// Each route's upstreams with their clients, by route index: resolved
+    /// once per generation so a decision does no map lookup.
+    route_upstreams: Vec<Vec<RouteUpstream>>,
+}
+
+/// One upstream of a route. `client` is `None` only if the config named an
+/// upstream it lacks, which validation rules out.
+#[derive(Debug, Clone)]
+pub struct RouteUpstream {
+    pub name: Arc<str>,
+    pub client: Option<Arc<UpstreamClient>>,
 }
 
 impl Snapshot {
@@ -42,12 +53,32 @@ impl Snapshot {
             };
             upstreams.insert(Arc::from(name.as_str()), client);
         }
+        let routes = RouteTable::new(&config);
+        let route_upstreams = routes
+            .entries()
+            .iter()
+            .map(|r| {
+                r.upstreams
+                    .iter()
+                    .map(|name| RouteUpstream {
+                        name: name.clone(),
+                        client: upstreams.get(name).cloned(),
+                    })
+                    .collect()
+            })
+            .collect();
         Ok(Self {
             generation,
-            routes: RouteTable::new(&config),
+            routes,
             config: Arc::new(config),
             upstreams,
+            route_upstreams,
         })
+    }
+
+    /// The upstreams of the route with index `route`, in config order.
+    pub fn route_upstreams(&self, route: usize) -> &[RouteUpstream] {
+        self.route_upstreams.get(route).map_or(&[], Vec::as_slice)
     }
 
     pub fn upstream(&self, name: &str) -> Option<&Arc<UpstreamClient>> {

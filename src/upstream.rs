@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
@@ -93,10 +94,22 @@ type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 pub struct UpstreamClient {
     pub config: Upstream,
     client: HttpsClient,
-    /// Upstream URL split so the callback query can be appended cheaply.
-    scheme_authority_path: String,
+    /// The upstream URL, split once so that a call only joins the path and
+    /// the callback's query (the scheme and authority are shared buffers).
+    scheme: Scheme,
+    authority: Authority,
+    path: String,
     own_query: Option<String>,
+    /// `Host` for plain-HTTP upstreams (always HTTP/1.1), built once instead
+    /// of by the client on every request; HTTPS ones may speak HTTP/2, where
+    /// the client sends `:authority` instead.
+    host: Option<HeaderValue>,
 }
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 impl std::fmt::Debug for UpstreamClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -135,34 +148,59 @@ impl UpstreamClient {
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
             .build(https);
         let url = &config.url;
-        let (Some(scheme), Some(authority)) = (url.scheme_str(), url.authority()) else {
+        let (Some(scheme), Some(authority)) = (url.scheme(), url.authority()) else {
             return Err(UpstreamError::Url {
                 name: config.name.clone(),
                 reason: "URL needs a scheme and a host".into(),
             });
         };
+        // What hyper-util would send: the host, and the port unless default.
+        let host = (scheme == &Scheme::HTTP)
+            .then(|| match url.port_u16() {
+                Some(port) if port != 80 => format!("{}:{port}", authority.host()),
+                _ => authority.host().to_owned(),
+            })
+            .map(|h| {
+                HeaderValue::from_str(&h).map_err(|e| UpstreamError::Url {
+                    name: config.name.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()?;
         Ok(Self {
             config: config.clone(),
             client,
-            scheme_authority_path: format!("{scheme}://{authority}{}", url.path()),
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+            path: url.path().to_owned(),
             own_query: url.query().map(str::to_owned),
+            host,
         })
     }
 
     /// The URL a callback is sent to: the upstream's own query string is
     /// kept and the callback's is appended.
     pub fn target(&self, callback_query: &str) -> String {
-        let mut url =
-            String::with_capacity(self.scheme_authority_path.len() + callback_query.len() + 2);
-        url.push_str(&self.scheme_authority_path);
-        let parts = [self.own_query.as_deref(), Some(callback_query)];
+        format!(
+            "{}://{}{}",
+            self.scheme,
+            self.authority,
+            self.path_and_query(callback_query)
+        )
+    }
+
+    /// The path, the upstream's own query and the callback's, joined.
+    fn path_and_query(&self, callback_query: &str) -> String {
+        let own = self.own_query.as_deref().unwrap_or("");
+        let mut out = String::with_capacity(self.path.len() + own.len() + callback_query.len() + 2);
+        out.push_str(&self.path);
         let mut sep = '?';
-        for part in parts.into_iter().flatten().filter(|p| !p.is_empty()) {
-            url.push(sep);
-            url.push_str(part);
+        for part in [own, callback_query].into_iter().filter(|p| !p.is_empty()) {
+            out.push(sep);
+            out.push_str(part);
             sep = '&';
         }
-        url
+        out
     }
 
     /// One attempt: POST the callback, read the answer (at most
@@ -186,18 +224,28 @@ impl UpstreamClient {
     }
 
     async fn call_inner(&self, fwd: &Forward, max_answer: usize) -> Result<Answer, CallError> {
-        let uri: Uri = self
-            .target(&fwd.query)
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| CallError::Request(e.into()))?;
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(uri)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header("x-request-id", &*fwd.request_id)
-            .header("x-forwarded-for", fwd.peer.to_string())
-            .header("x-forwarded-proto", fwd.proto)
-            .body(Full::new(fwd.body.clone()))?;
+        let path = PathAndQuery::from_maybe_shared(Bytes::from(self.path_and_query(&fwd.query)))
+            .map_err(|e| CallError::Request(e.into()))?;
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(self.scheme.clone());
+        uri.authority = Some(self.authority.clone());
+        uri.path_and_query = Some(path);
+        let uri = Uri::from_parts(uri).map_err(|e| CallError::Request(e.into()))?;
+        let mut request = Request::new(Full::new(fwd.body.clone()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        headers.reserve(6);
+        if let Some(host) = &self.host {
+            headers.insert(HOST, host.clone());
+        }
+        headers.insert(CONTENT_TYPE, APPLICATION_JSON);
+        headers.insert(
+            X_REQUEST_ID,
+            HeaderValue::from_str(&fwd.request_id).map_err(http::Error::from)?,
+        );
+        headers.insert(X_FORWARDED_FOR, forwarded_for(fwd.peer));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
         let response = self.client.request(request).await?;
         let status = response.status();
         let body = Limited::new(response.into_body(), max_answer)
@@ -207,6 +255,39 @@ impl UpstreamClient {
             .to_bytes();
         Ok(Answer { status, body })
     }
+}
+
+/// The client's address as a header value; IPv4 (the common case) is
+/// written without the formatting machinery.
+fn forwarded_for(peer: IpAddr) -> HeaderValue {
+    let mut buf = [0u8; 15];
+    let text: &[u8] = match peer {
+        IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    buf[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    buf[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                buf[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            &buf[..len]
+        }
+        IpAddr::V6(_) => {
+            return HeaderValue::from_maybe_shared(Bytes::from(peer.to_string()))
+                .unwrap_or(HeaderValue::from_static("unknown"));
+        }
+    };
+    HeaderValue::from_bytes(text).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// The decision an upstream's answer carries, when it counts (SPEC 4.2):
@@ -286,5 +367,20 @@ mod tests {
             "http://127.0.0.1:9/im?k=v&SdkAppid=1"
         );
         assert_eq!(mk("http://127.0.0.1:9").target(""), "http://127.0.0.1:9/");
+    }
+
+    #[test]
+    fn forwarded_for_matches_display() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "1.2.3.4",
+            "::1",
+            "fe80::1:2",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(forwarded_for(ip).to_str().unwrap(), ip.to_string());
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! then routing, then a decision under its deadline or a queued
 //! notification. Ends with one log line and the request metrics.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,7 +17,6 @@ use tokio::time::Instant;
 
 use crate::catalog::{self, Kind};
 use crate::decide::{self, Budget, UpstreamResult, Verdict};
-use crate::metrics::Metrics;
 use crate::respond::{self, Body, Outcome, Rejection};
 use crate::state::{Shared, Snapshot};
 use crate::upstream::Forward;
@@ -35,7 +35,9 @@ pub struct Peer {
 #[derive(Default)]
 struct Trace {
     sdkappid: Option<u64>,
-    command: Option<String>,
+    /// The catalog's own `&'static` name when the command is catalogued,
+    /// so the common case copies nothing.
+    command: Option<Cow<'static, str>>,
     kind: Option<Kind>,
     route: Option<usize>,
     results: Vec<UpstreamResult>,
@@ -48,29 +50,30 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let arrival = Instant::now();
-    let request_id = format!("{:032x}", fastrand::u128(..));
+    let request_id = RequestId::new();
+    let request_id = request_id.as_str();
     let snapshot = shared.load();
     let mut trace = Trace::default();
     let (response, outcome) = match process(
-        &shared,
-        &snapshot,
-        &peer,
-        request,
-        arrival,
-        &request_id,
-        &mut trace,
+        &shared, &snapshot, &peer, request, arrival, request_id, &mut trace,
     )
     .await
     {
         Ok(done) => done,
         Err(rejection) => {
             trace.detail = Some(rejection.to_string());
-            (rejection.into_response(&request_id), Outcome::Rejected)
+            (rejection.into_response(request_id), Outcome::Rejected)
         }
     };
     let elapsed = arrival.elapsed();
     shared.metrics.request(
-        Metrics::command_label(trace.command.as_deref()),
+        // Borrowed means catalogued (see `Trace::command`): the same bounded
+        // label set as `Metrics::command_label`, without a second lookup.
+        match &trace.command {
+            Some(Cow::Borrowed(name)) => Cow::Borrowed(*name),
+            Some(Cow::Owned(_)) => Cow::Borrowed("other"),
+            None => Cow::Borrowed("none"),
+        },
         outcome.as_str(),
         trace.kind,
         elapsed.as_secs_f64(),
@@ -115,7 +118,11 @@ async fn process(
         .get(&query.sdkappid)
         .ok_or(Rejection::UnknownApp(query.sdkappid))?;
     let command = query.command.as_deref().ok_or(Rejection::MissingCommand)?;
-    trace.command = Some(command.to_owned());
+    let spec = catalog::lookup(command);
+    trace.command = Some(match spec {
+        Some(c) => Cow::Borrowed(c.name),
+        None => Cow::Owned(command.to_owned()),
+    });
     if let Some(token) = &app.token {
         validate::verify_sign(
             token.expose(),
@@ -132,7 +139,6 @@ async fn process(
         arrival + config.limits.header_timeout,
     )
     .await?;
-    let spec = catalog::lookup(command);
     check_body(&body, command, spec)?;
     if config.defaults.strict_commands && spec.is_none() {
         return Err(Rejection::UnknownCommand(command.to_owned()));
@@ -219,6 +225,27 @@ async fn read_body(body: Incoming, max: u64, deadline: Instant) -> Result<Bytes,
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Rejection::TooLarge(max)),
         Err(e) => Err(Rejection::BodyRead(e.to_string())),
+    }
+}
+
+/// A random 128-bit request id as 32 lowercase hex digits, on the stack.
+struct RequestId([u8; 32]);
+
+impl RequestId {
+    fn new() -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut n = fastrand::u128(..);
+        let mut out = [0u8; 32];
+        for digit in out.iter_mut().rev() {
+            *digit = HEX[(n & 0xf) as usize];
+            n >>= 4;
+        }
+        Self(out)
+    }
+
+    fn as_str(&self) -> &str {
+        // Hex digits only: always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or("00000000000000000000000000000000")
     }
 }
 

@@ -2,6 +2,7 @@
 //! headers within `header_timeout`, closed after `idle_timeout` without
 //! traffic, drained gracefully on shutdown.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -22,6 +24,14 @@ use tokio_util::task::TaskTracker;
 
 use super::callback::{self, Peer};
 use crate::state::Shared;
+
+/// How connections are served: `http1` for TLS connections that did not
+/// negotiate `h2`, `auto` (HTTP/1.1 or HTTP/2, by the first bytes) for the
+/// others and for plain-HTTP listeners (h2c with prior knowledge).
+struct Builders {
+    auto: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
@@ -44,20 +54,25 @@ pub async fn serve_listener(
     tasks: TaskTracker,
     stop: CancellationToken,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut auto = auto::Builder::new(TokioExecutor::new());
+    auto.http1()
         .timer(TokioTimer::new())
         // hyper's timer also runs while a keep-alive connection waits for
         // its next request, so it gets the idle timeout; the first request's
         // headers are held to `header_timeout` in `drive`.
         .header_read_timeout(limits.idle_timeout)
         .keep_alive(true);
-    builder
-        .http2()
+    auto.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(256);
-    let builder = Arc::new(builder);
+    // The same HTTP/1.1 settings, for TLS connections whose ALPN rules
+    // HTTP/2 out: no protocol sniffing, no rewind wrapper around the stream.
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.idle_timeout)
+        .keep_alive(true);
+    let builder = Arc::new(Builders { auto, http1 });
     loop {
         let slot = tokio::select! {
             _ = stop.cancelled() => break,
@@ -104,7 +119,7 @@ async fn connection(
     peer: Arc<Peer>,
     tls: Option<Arc<rustls::ServerConfig>>,
     shared: Arc<Shared>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<Builders>,
     limits: ConnLimits,
     stop: CancellationToken,
 ) {
@@ -116,54 +131,109 @@ async fn connection(
     };
     match tls {
         None => {
-            drive(
-                tracked, peer, shared, &builder, limits, accepted, &activity, stop,
+            serve(
+                tracked, false, peer, shared, &builder, limits, accepted, &activity, stop,
             )
             .await
         }
         Some(config) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            match tokio::time::timeout(limits.header_timeout, acceptor.accept(tracked)).await {
-                Ok(Ok(tls_stream)) => {
-                    drive(
-                        tls_stream, peer, shared, &builder, limits, accepted, &activity, stop,
-                    )
-                    .await
-                }
+            // Boxed, and the stream taken out in a statement of its own: the
+            // handshake state (a TLS connection's worth of bytes) then does
+            // not stay part of the connection's task after the handshake.
+            let handshake = Box::pin(acceptor.accept(tracked));
+            let tls_stream = match tokio::time::timeout(limits.header_timeout, handshake).await {
+                Ok(Ok(tls_stream)) => tls_stream,
                 Ok(Err(e)) => {
-                    tracing::debug!(peer = %peer.addr, error = %e, "TLS handshake failed")
+                    tracing::debug!(peer = %peer.addr, error = %e, "TLS handshake failed");
+                    return;
                 }
-                Err(_) => tracing::debug!(peer = %peer.addr, "TLS handshake timed out"),
-            }
+                Err(_) => {
+                    tracing::debug!(peer = %peer.addr, "TLS handshake timed out");
+                    return;
+                }
+            };
+            // HTTP/2 over TLS is negotiated by ALPN (RFC 9113 3.3): without
+            // `h2` the client speaks HTTP/1.1.
+            let http1_only = tls_stream.get_ref().1.alpn_protocol() != Some(b"h2");
+            serve(
+                tls_stream, http1_only, peer, shared, &builder, limits, accepted, &activity, stop,
+            )
+            .await
         }
     }
 }
 
+/// Serves HTTP on an accepted (and, for TLS, handshaken) stream. Not an
+/// `async fn`: the stream goes straight into a boxed hyper connection, so
+/// the connection's task does not also keep a by-value copy of it (the
+/// arguments of an async fn stay in its state for its whole life).
 #[allow(clippy::too_many_arguments)]
-async fn drive<S>(
+fn serve<'a, S>(
     io: S,
+    http1_only: bool,
     peer: Arc<Peer>,
     shared: Arc<Shared>,
-    builder: &auto::Builder<TokioExecutor>,
+    builders: &'a Builders,
     limits: ConnLimits,
     accepted: Instant,
-    activity: &Activity,
+    activity: &'a Activity,
     stop: CancellationToken,
-) where
+) -> impl Future<Output = ()> + 'a
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // The first request's headers must be complete within `header_timeout`
-    // of the accept (TLS handshake included): silent and trickling clients
-    // are cut off here.
     let requested = Arc::new(AtomicBool::new(false));
     let seen = requested.clone();
     let service = service_fn(move |req| {
         seen.store(true, Ordering::Relaxed);
-        callback::handle(shared.clone(), peer.clone(), req)
+        // Boxed: hyper keeps a slot of the service future's size for the
+        // whole life of an HTTP/1 connection, idle or not; a box puts the
+        // couple of KiB of a request in flight on the heap only while it is.
+        Box::pin(callback::handle(shared.clone(), peer.clone(), req))
     });
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let first_request_by = tokio::time::sleep_until(accepted + limits.header_timeout);
+    let io = TokioIo::new(io);
+    let deadline = accepted + limits.header_timeout;
+    // Boxed either way: the task then holds a pointer, not the larger of the
+    // two connection types (HTTP/2 state is large).
+    let (h1, auto) = if http1_only {
+        (
+            Some(Box::pin(builders.http1.serve_connection(io, service))),
+            None,
+        )
+    } else {
+        (
+            None,
+            Some(Box::pin(builders.auto.serve_connection(io, service))),
+        )
+    };
+    async move {
+        if let Some(conn) = h1 {
+            let shutdown = |c: Pin<&mut _>| http1::Connection::graceful_shutdown(c);
+            drive(conn, shutdown, &requested, deadline, limits, activity, stop).await
+        } else if let Some(conn) = auto {
+            let shutdown = |c: Pin<&mut _>| auto::Connection::graceful_shutdown(c);
+            drive(conn, shutdown, &requested, deadline, limits, activity, stop).await
+        }
+    }
+}
+
+/// Runs a served connection to its end. The first request's headers must
+/// be complete by `first_request_by` (`header_timeout` after the accept, TLS
+/// handshake included): silent and trickling clients are cut off here.
+async fn drive<C, E>(
+    mut conn: Pin<Box<C>>,
+    shutdown: impl Fn(Pin<&mut C>),
+    requested: &AtomicBool,
+    first_request_by: Instant,
+    limits: ConnLimits,
+    activity: &Activity,
+    stop: CancellationToken,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let first_request_by = tokio::time::sleep_until(first_request_by);
     tokio::pin!(first_request_by);
     let mut first_checked = false;
     let mut closing = false;
@@ -176,7 +246,7 @@ async fn drive<S>(
                 return;
             }
             _ = stop.cancelled(), if !closing => {
-                conn.as_mut().graceful_shutdown();
+                shutdown(conn.as_mut());
                 closing = true;
             }
             _ = &mut first_request_by, if !closing && !first_checked => {
@@ -188,7 +258,7 @@ async fn drive<S>(
                 }
             }
             _ = activity.idle_for(limits.idle_timeout), if !closing => {
-                conn.as_mut().graceful_shutdown();
+                shutdown(conn.as_mut());
                 closing = true;
             }
         }
