@@ -407,6 +407,30 @@ async fn the_shipped_routes_yaml_checks_ok() {
     assert!(out.stdout.contains("OK"), "{out:#?}");
 }
 
+/// `callgate check | head -1`: the reader goes away, the command ends
+/// quietly (no panic on the broken pipe).
+#[tokio::test]
+async fn output_into_a_closed_pipe_ends_quietly() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("routes.yaml");
+    // The reading end is closed before the command starts, so its first
+    // line meets a broken pipe, whatever the timing.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut cmd = callgate();
+    cmd.args(["check", "-c", s(&path)])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped());
+    // Not `output()`: it would capture stdout instead of using the pipe.
+    let child = cmd.spawn().unwrap();
+    let out = tokio::time::timeout(COMMAND_LIMIT, child.wait_with_output())
+        .await
+        .expect("check hung")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[tokio::test]
 async fn config_defaults_to_callgate_config_then_routes_yaml() {
     let dir = tempfile::tempdir().unwrap();

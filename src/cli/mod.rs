@@ -3,6 +3,14 @@
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad config.
 
+/// `println!` for command output, but a closed stdout (`callgate outbox
+/// list | head`) ends the command quietly instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::emit(format_args!($($arg)*))
+    };
+}
+
 mod outbox;
 mod send;
 
@@ -135,6 +143,22 @@ fn dispatch(command: Command) -> Result<(), Failure> {
     }
 }
 
+/// Writes one line of command output. A closed stdout ends the command
+/// with status 0 (the reader had enough, as with `head`); any other
+/// write failure with status 1.
+pub(crate) fn emit(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{line}") {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -174,13 +198,13 @@ fn check(path: &Path) -> Result<(), Failure> {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            println!(
+            out!(
                 "{}: INVALID, {} problem(s):",
                 path.display(),
                 e.problems.len()
             );
             for p in &e.problems {
-                println!("  - {p}");
+                out!("  - {p}");
             }
             return Err(Failure::Config(anyhow::anyhow!(
                 "{} is not a valid config",
@@ -188,13 +212,13 @@ fn check(path: &Path) -> Result<(), Failure> {
             )));
         }
     };
-    println!("{}: OK", path.display());
-    println!("listeners:");
+    out!("{}: OK", path.display());
+    out!("listeners:");
     for l in &config.listeners {
-        println!("  {} {} ({})", l.addr, l.mode(), l.name);
+        out!("  {} {} ({})", l.addr, l.mode(), l.name);
     }
-    println!("admin: {}", config.admin.addr);
-    println!(
+    out!("admin: {}", config.admin.addr);
+    out!(
         "apps: {}",
         config
             .apps
@@ -204,22 +228,22 @@ fn check(path: &Path) -> Result<(), Failure> {
             .join(", ")
     );
     match &config.delivery.nats {
-        Some(n) => println!(
+        Some(n) => out!(
             "notifications: nats stream {} on {} (replicas {})",
             n.stream,
             n.servers.join(", "),
             n.replicas
         ),
-        None => println!(
+        None => out!(
             "notifications: embedded outbox {}",
             config.delivery.outbox.display()
         ),
     }
-    println!("upstreams:");
+    out!("upstreams:");
     for u in config.upstreams.values() {
-        println!("  {} -> {}", u.name, u.url);
+        out!("  {} -> {}", u.name, u.url);
     }
-    println!("routes (first match wins):");
+    out!("routes (first match wins):");
     for r in &config.routes {
         let app = r
             .sdkappid
@@ -229,7 +253,7 @@ fn check(path: &Path) -> Result<(), Failure> {
             .kind
             .map(|k| format!(" kind={k:?}").to_lowercase())
             .unwrap_or_default();
-        println!(
+        out!(
             "  {}{app}{kind} -> [{}] policy={:?}",
             r.pattern,
             r.upstreams.join(", "),
@@ -237,7 +261,7 @@ fn check(path: &Path) -> Result<(), Failure> {
         );
     }
     for w in &config.warnings {
-        println!("warning: {w}");
+        out!("warning: {w}");
     }
     Ok(())
 }
@@ -251,9 +275,9 @@ fn certs(out: &Path) -> Result<(), Failure> {
         .with_context(|| format!("cannot write certificates to {}", out.display()))
         .map_err(Failure::Runtime)?;
     for path in written {
-        println!("wrote {}", path.display());
+        out!("wrote {}", path.display());
     }
-    println!("These are for development only: the CA key is on this disk.");
+    out!("These are for development only: the CA key is on this disk.");
     Ok(())
 }
 

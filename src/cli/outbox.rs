@@ -88,18 +88,18 @@ pub async fn run_nats(cfg: &Nats, action: &Action) -> anyhow::Result<()> {
     match action {
         Action::Stats => {
             let stats = admin.stats().await?;
-            println!("stream: {} (dead letters: {})", cfg.stream, cfg.dead_stream);
-            println!("events: {}", stats.events);
-            println!(
+            out!("stream: {} (dead letters: {})", cfg.stream, cfg.dead_stream);
+            out!("events: {}", stats.events);
+            out!(
                 "pending deliveries: {}",
                 stats.pending.values().sum::<u64>()
             );
             for (upstream, n) in &stats.pending {
-                println!("  {upstream}: {n}");
+                out!("  {upstream}: {n}");
             }
-            println!("dead letters: {}", stats.dead);
+            out!("dead letters: {}", stats.dead);
             for (upstream, n) in &stats.dead_by_upstream {
-                println!("  {upstream}: {n}");
+                out!("  {upstream}: {n}");
             }
         }
         Action::List { dead, limit } => {
@@ -123,7 +123,7 @@ pub async fn run_nats(cfg: &Nats, action: &Action) -> anyhow::Result<()> {
                 );
             }
             if more {
-                println!("... and more (--limit)");
+                out!("... and more (--limit)");
             }
         }
         Action::Replay { dead: false, .. } => anyhow::bail!(
@@ -134,20 +134,25 @@ pub async fn run_nats(cfg: &Nats, action: &Action) -> anyhow::Result<()> {
             upstream,
         } => {
             let n = admin.replay_dead(upstream.as_deref()).await?;
-            println!("{n} dead letters put back on the stream; the fleet delivers them now");
+            out!("{n} dead letters put back on the stream; the fleet delivers them now");
         }
         Action::Purge { upstream, .. } => {
             let n = admin.purge_dead(upstream.as_deref()).await?;
-            println!("{n} dead letters deleted");
+            out!("{n} dead letters deleted");
         }
     }
     Ok(())
 }
 
 fn print_header() {
-    println!(
+    out!(
         "{:>10}  {:<16} {:>8}  {:<10} {:<34} {:<40} last error",
-        "event", "upstream", "attempts", "age", "request id", "command"
+        "event",
+        "upstream",
+        "attempts",
+        "age",
+        "request id",
+        "command"
     );
 }
 
@@ -160,7 +165,7 @@ fn print_row(
     command: &str,
     error: &str,
 ) {
-    println!(
+    out!(
         "{id:>10}  {upstream:<16} {attempts:>8}  {:<10} {request_id:<34} {command:<40} {error}",
         age(created_ms)
     );
@@ -185,12 +190,12 @@ pub fn run(dir: &Path, action: &Action) -> anyhow::Result<()> {
             } else {
                 "pending deliveries made due now"
             };
-            println!("{n} {what}; they are delivered when the gateway starts");
+            out!("{n} {what}; they are delivered when the gateway starts");
             Ok(())
         }
         Action::Purge { upstream, .. } => {
             let n = store.purge_dead(upstream.as_deref())?;
-            println!("{n} dead letters deleted");
+            out!("{n} dead letters deleted");
             Ok(())
         }
     }
@@ -198,14 +203,14 @@ pub fn run(dir: &Path, action: &Action) -> anyhow::Result<()> {
 
 fn stats(store: &Store) -> anyhow::Result<()> {
     let (events, pending, dead) = store.counts()?;
-    println!("outbox: {}", store.path().display());
-    println!("events: {events}");
-    println!("pending deliveries: {pending}");
+    out!("outbox: {}", store.path().display());
+    out!("events: {events}");
+    out!("pending deliveries: {pending}");
     print_by_upstream(&store.rows(false)?);
-    println!("dead letters: {dead}");
+    out!("dead letters: {dead}");
     print_by_upstream(&store.rows(true)?);
     if let Some(oldest) = store.rows(false)?.iter().map(|r| r.record.created_ms).min() {
-        println!("oldest pending: {}", age(oldest));
+        out!("oldest pending: {}", age(oldest));
     }
     Ok(())
 }
@@ -216,7 +221,7 @@ fn print_by_upstream(rows: &[Row]) {
         *counts.entry(r.upstream.as_str()).or_default() += 1;
     }
     for (upstream, n) in counts {
-        println!("  {upstream}: {n}");
+        out!("  {upstream}: {n}");
     }
 }
 
@@ -239,7 +244,7 @@ fn list(store: &Store, dead: bool, limit: usize) -> anyhow::Result<()> {
         );
     }
     if rows.len() > limit {
-        println!("... and {} more (--limit)", rows.len() - limit);
+        out!("... and {} more (--limit)", rows.len() - limit);
     }
     Ok(())
 }

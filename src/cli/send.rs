@@ -97,16 +97,16 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
                 crate::upstream::chain(&*e)
             )
         })?;
-    println!("HTTP {status}");
+    out!("HTTP {status}");
     for name in [
         crate::respond::OUTCOME_HEADER,
         crate::respond::REQUEST_ID_HEADER,
     ] {
         if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
-            println!("{name}: {v}");
+            out!("{name}: {v}");
         }
     }
-    println!("{}", String::from_utf8_lossy(&body));
+    out!("{}", String::from_utf8_lossy(&body));
     Ok(())
 }
 
