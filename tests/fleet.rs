@@ -62,6 +62,52 @@ async fn single_node_stores_then_delivers_and_retries() {
     gw.shutdown().await;
 }
 
+/// The backlog alert's gauge works on this backend too: the age of the
+/// oldest event an upstream still waits for, back to 0 once delivered.
+#[tokio::test]
+async fn the_oldest_pending_age_follows_the_stream() {
+    let nats = NatsNode::start();
+    let failing = Arc::new(AtomicBool::new(true));
+    let f = failing.clone();
+    let up = Upstream::scripted(move |_| {
+        if f.load(Ordering::SeqCst) {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let gw = Gateway::start(&format!(
+        "{}{}{}",
+        nats_delivery(&[nats.url()], 1000, 1),
+        upstreams_yaml(&[("legacy", &up)]),
+        routes("legacy")
+    ))
+    .await;
+    gw.wait_ready(Duration::from_secs(10)).await;
+    let answer = gw.callback(CMD, &member_join(1)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let oldest = "callgate_outbox_oldest_pending_seconds";
+    let started = std::time::Instant::now();
+    // Refreshed every 5 s; the event is at least 2 s old by the second look.
+    while metric(&gw.metrics().await, oldest).unwrap_or(0.0) < 2.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{oldest} stayed below 2"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    failing.store(false, Ordering::SeqCst);
+    while metric(&gw.metrics().await, oldest) != Some(0.0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "{oldest} never fell back to 0"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    gw.shutdown().await;
+}
+
 /// Runs `callgate outbox ARGS -c CONFIG` and returns (exit code, stdout+stderr).
 fn outbox_cli(config: &std::path::Path, args: &[&str]) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))

@@ -77,18 +77,6 @@ async fn down_until(flag: &Arc<AtomicBool>) -> Upstream {
     .await
 }
 
-/// The value of one series (`name` or `name{labels}`) in a metrics text.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    })
-}
-
 fn delivered(upstream: &str) -> String {
     format!(r#"callgate_deliveries_total{{upstream="{upstream}",result="delivered"}}"#)
 }

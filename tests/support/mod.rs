@@ -434,3 +434,15 @@ pub fn upstreams_yaml(ups: &[(&str, &Upstream)]) -> String {
     }
     s
 }
+
+/// The value of one series (`name` or `name{labels}`) in a metrics text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}

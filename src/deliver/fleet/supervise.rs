@@ -16,6 +16,7 @@ use crate::jetstream::{self as js, JetStreamError};
 use crate::state::{Shared, Snapshot};
 
 use super::{Inner, worker};
+use crate::deliver::now_ms;
 
 /// How often workers are matched to the config and the stream is probed.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
@@ -182,9 +183,9 @@ async fn verify(inner: &Inner, snapshot: &Snapshot) -> Result<(), JetStreamError
     js::bind_events(&inner.admin, &inner.names).await
 }
 
-/// Fleet-wide figures from JetStream: deliveries not yet done (per
-/// consumer of this config: not yet looked at, plus in flight) and dead
-/// letters. Warns once about a consumer of ours that this config does
+/// Fleet-wide figures from JetStream: the age of the oldest event not
+/// yet done, deliveries not yet done (per consumer of this config: not
+/// yet looked at, plus in flight) and dead letters. Warns once about a consumer of ours that this config does
 /// not use: if no gateway uses it, it holds every event and fills the
 /// stream.
 async fn refresh_gauges(
@@ -196,6 +197,17 @@ async fn refresh_gauges(
     let Ok(stream) = inner.admin.get_stream(&inner.names.stream).await else {
         return;
     };
+    // Interest retention keeps a message until every consumer acked it,
+    // so the stream's first message is the oldest event some upstream
+    // still waits for (or that an unused consumer holds).
+    let state = &stream.cached_info().state;
+    let oldest = if state.messages == 0 {
+        0
+    } else {
+        let now = i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX);
+        (now - state.first_timestamp.unix_timestamp()).max(0)
+    };
+    shared.metrics.outbox_oldest.set(oldest);
     let ours: HashSet<String> = snapshot
         .upstreams
         .keys()
