@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::deliver::Deliverer;
 use crate::metrics::Metrics;
+use crate::server::cores::{self, Cores};
 use crate::server::{ConnLimits, serve_listener};
 use crate::state::{Shared, Snapshot};
 
@@ -36,6 +37,8 @@ pub enum StartError {
     Upstream(#[from] crate::upstream::UpstreamError),
     #[error(transparent)]
     Delivery(#[from] crate::deliver::OpenError),
+    #[error("cannot start the serving threads: {0}")]
+    Threads(std::io::Error),
 }
 
 struct ListenerSlot {
@@ -197,6 +200,8 @@ impl Reloader {
 
 pub struct Gateway {
     reloader: Arc<Reloader>,
+    /// The threads connections are served on.
+    cores: Arc<Cores>,
     listener_addrs: Vec<SocketAddr>,
     admin_addr: SocketAddr,
     stop: CancellationToken,
@@ -260,6 +265,8 @@ impl Gateway {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
 
+        let cores = Arc::new(Cores::start().map_err(StartError::Threads)?);
+        tracing::info!(threads = cores::count(), "serving threads started");
         let mut listener_addrs = Vec::new();
         let mut slots_by_addr = Vec::new();
         for (l, socket, tls) in bound {
@@ -281,6 +288,7 @@ impl Gateway {
                 shared.clone(),
                 limits,
                 slots.clone(),
+                cores.clone(),
                 tasks.clone(),
                 stop.clone(),
             ));
@@ -313,6 +321,7 @@ impl Gateway {
         shared.set_ready();
         Ok(Gateway {
             reloader,
+            cores,
             listener_addrs,
             admin_addr,
             stop,
@@ -356,6 +365,7 @@ impl Gateway {
                 "drain window over: closing connections still open"
             );
         }
+        self.cores.stop().await;
         let left = grace
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(100));
@@ -369,6 +379,15 @@ impl Gateway {
         self.admin_stop.cancel();
         self.admin_tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.admin_tasks.wait()).await;
+    }
+}
+
+/// A gateway dropped without `shutdown` (a test that panicked) stops
+/// serving at once.
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.admin_stop.cancel();
     }
 }
 

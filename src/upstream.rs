@@ -93,7 +93,11 @@ type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub struct UpstreamClient {
     pub config: Upstream,
-    client: HttpsClient,
+    /// One pool per serving thread (index `cores::current()`; 0 for the
+    /// rest of the process): a pooled connection's task runs on the
+    /// runtime that opened it, so sharing one pool across threads would
+    /// put a cross-thread wake-up into every call.
+    clients: Box<[HttpsClient]>,
     /// The upstream URL, split once so that a call only joins the path and
     /// the callback's query (the scheme and authority are shared buffers).
     scheme: Scheme,
@@ -141,12 +145,15 @@ impl UpstreamClient {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .build(https);
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST);
+        let clients = (0..=crate::server::cores::count())
+            .map(|_| builder.build(https.clone()))
+            .collect();
         let url = &config.url;
         let (Some(scheme), Some(authority)) = (url.scheme(), url.authority()) else {
             return Err(UpstreamError::Url {
@@ -169,7 +176,7 @@ impl UpstreamClient {
             .transpose()?;
         Ok(Self {
             config: config.clone(),
-            client,
+            clients,
             scheme: scheme.clone(),
             authority: authority.clone(),
             path: url.path().to_owned(),
@@ -246,7 +253,8 @@ impl UpstreamClient {
         );
         headers.insert(X_FORWARDED_FOR, forwarded_for(fwd.peer));
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
-        let response = self.client.request(request).await?;
+        let client = &self.clients[crate::server::cores::current() % self.clients.len()];
+        let response = client.request(request).await?;
         let status = response.status();
         let body = Limited::new(response.into_body(), max_answer)
             .collect()

@@ -202,17 +202,21 @@ async fn invalid_configs_are_refused_and_the_old_routes_keep_answering() {
 async fn unchanged_upstreams_keep_their_connections_across_reloads() {
     let (a, b) = pair().await;
     let gw = Gateway::start(&config("a", &a, &b)).await;
-    gw.callback(CMD, GROUP_SEND).await;
-    for _ in 0..3 {
-        gw.gw().reload("test").await.unwrap();
+    // Each serving thread has its own pool and takes every n-th
+    // connection: with a reload before every call, a dropped pool would
+    // show as one upstream connection per call.
+    let threads = callgate::server::cores::count();
+    let calls = 2 * threads + 2;
+    for _ in 0..calls {
         gw.callback(CMD, GROUP_SEND).await;
+        gw.gw().reload("test").await.unwrap();
     }
     let peers: std::collections::HashSet<_> = a.received().iter().map(|r| r.peer).collect();
-    assert_eq!(a.count(), 4);
-    assert_eq!(
-        peers.len(),
-        1,
-        "a reload dropped the upstream's pool: {peers:?}"
+    assert_eq!(a.count(), calls);
+    assert!(
+        peers.len() <= threads,
+        "a reload dropped the upstream's pool: {} connections for {calls} calls on {threads} threads",
+        peers.len()
     );
     gw.shutdown().await;
 }

@@ -212,20 +212,50 @@ fn unrouted(kind: Kind, on_timeout: crate::config::OnTimeout, request_id: &str) 
 }
 
 /// Reads the whole body, at most `max` bytes, by `deadline`. A declared
-/// length over the limit is refused before a byte of it is read.
-async fn read_body(body: Incoming, max: u64, deadline: Instant) -> Result<Bytes, Rejection> {
-    if body.size_hint().lower() > max {
+/// length over the limit is refused before a byte of it is kept.
+async fn read_body(mut body: Incoming, max: u64, deadline: Instant) -> Result<Bytes, Rejection> {
+    let declared = body.size_hint().lower();
+    if declared > max {
+        if declared - max <= LINGER_BYTES as u64 {
+            linger(&mut body, deadline).await;
+        }
         return Err(Rejection::TooLarge(max));
     }
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    let collected = tokio::time::timeout_at(deadline, Limited::new(body, limit).collect())
+    let collected = tokio::time::timeout_at(deadline, Limited::new(&mut body, limit).collect())
         .await
         .map_err(|_| Rejection::BodyTimeout)?;
     match collected {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Rejection::TooLarge(max)),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            linger(&mut body, deadline).await;
+            Err(Rejection::TooLarge(max))
+        }
         Err(e) => Err(Rejection::BodyRead(e.to_string())),
     }
+}
+
+/// How much of a refused body is read and dropped, and for how long.
+const LINGER_BYTES: usize = 256 * 1024;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads and drops the rest of a refused body, within bounds (the
+/// "lingering close" of nginx): a connection closed with unread data is
+/// reset by the kernel, and the client, still sending, may lose the 413
+/// on the way. Past the bounds the connection is simply closed.
+async fn linger(body: &mut Incoming, deadline: Instant) {
+    let until = deadline.min(Instant::now() + LINGER_TIME);
+    let mut left = LINGER_BYTES;
+    let drain = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, Bytes::len);
+            if n >= left {
+                return;
+            }
+            left -= n;
+        }
+    };
+    let _ = tokio::time::timeout_at(until, drain).await;
 }
 
 /// A random 128-bit request id as 32 lowercase hex digits, on the stack.

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::callback::{self, Peer};
+use super::cores::Cores;
 use crate::state::Shared;
 
 /// How connections are served: `http1` for TLS connections that did not
@@ -51,6 +52,7 @@ pub async fn serve_listener(
     shared: Arc<Shared>,
     limits: ConnLimits,
     slots: Arc<Semaphore>,
+    cores: Arc<Cores>,
     tasks: TaskTracker,
     stop: CancellationToken,
 ) {
@@ -105,7 +107,18 @@ pub async fn serve_listener(
         let shared = shared.clone();
         let builder = builder.clone();
         let stop = stop.clone();
-        tasks.spawn(async move {
+        // Moved to a serving thread's reactor: out of this one first.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(listener = %name, error = %e, "accepted connection unusable");
+                continue;
+            }
+        };
+        cores.spawn(&tasks, async move {
+            let Ok(stream) = TcpStream::from_std(stream) else {
+                return;
+            };
             shared.metrics.connections.inc();
             connection(stream, peer, tls, shared.clone(), builder, limits, stop).await;
             shared.metrics.connections.dec();

@@ -4,6 +4,7 @@
 
 pub mod callback;
 mod conn;
+pub mod cores;
 
 pub use callback::Peer;
 pub use conn::{ConnLimits, serve_listener};
