@@ -285,7 +285,10 @@ class Bench:
             p = self.procs.start(
                 "callgate",
                 [CALLGATE, "run", "-c", self.work / "callgate.yaml"],
-                env={"TOKIO_WORKER_THREADS": str(WORKERS), "RUST_LOG": "warn"},
+                # Serving threads, and the workers of the runtime that
+                # accepts, reloads and schedules deliveries.
+                env={"CALLGATE_THREADS": str(WORKERS), "TOKIO_WORKER_THREADS": str(WORKERS),
+                     "RUST_LOG": "warn"},
             )
             wait_http(f"http://127.0.0.1:{PORTS['ADMIN']}/readyz")
         elif who == "envoy":

@@ -3,7 +3,7 @@
 of bench/run.sh): one scenario of bench/run.sh with oha, or the
 instructions callgate executes per request under callgrind.
 
-    python3 bench/quick.py oha [--scenario 1|3] [--seconds 5] [--c 64] [--reps 1]
+    python3 bench/quick.py oha [--scenario 1|3|4] [--seconds 5] [--c 64] [--reps 1]
     python3 bench/quick.py callgrind [--scenario 1|3] [--n 2000] [--c 16]
     python3 bench/quick.py idle [--n 2000]
 
@@ -42,9 +42,10 @@ CALLGATE = ROOT / "target/release/callgate"
 BIN = CALLGATE
 UPSTREAM = ROOT / "target/release/examples/upstream"
 BODY = ROOT / "bench/bodies/before-send-msg.json"
+AFTER_BODY = ROOT / "bench/bodies/after-send-msg.json"
 PORTS = {"UP_FAST": 29001, "UP_FAN2": 29002, "UP_FAN3": 29003, "UP_SILENT": 29009,
          "PORT_S1": 29443, "ADMIN": 29901}
-APP = {1: 1400000001, 3: 1400000003}
+APP = {1: 1400000001, 3: 1400000003, 4: 1400000001}
 
 
 class Run:
@@ -88,17 +89,20 @@ def setup(work: Path, run: Run, valgrind: list[str] | None = None):
         wait_port(PORTS[name])
     argv = [BIN, "run", "-c", work / "callgate.yaml"]
     p = run.start("callgate", (valgrind or []) + argv,
-                  env={"TOKIO_WORKER_THREADS": "2", "RUST_LOG": "warn"})
+                  env={"CALLGATE_THREADS": "2", "TOKIO_WORKER_THREADS": "2",
+                       "RUST_LOG": "warn"})
     wait_http(f"http://127.0.0.1:{PORTS['ADMIN']}/readyz", timeout=120 if valgrind else 20)
     time.sleep(1.0)
     return p, pki
 
 
 def oha(pki: Path, scenario: int, c: int, *, seconds=None, n=None, timeout="2s"):
+    command, body = (("Group.CallbackAfterSendMsg", AFTER_BODY) if scenario == 4
+                     else ("Group.CallbackBeforeSendMsg", BODY))
     url = (f"https://localhost:{PORTS['PORT_S1']}/im?SdkAppid={APP[scenario]}"
-           "&CallbackCommand=Group.CallbackBeforeSendMsg")
+           f"&CallbackCommand={command}")
     argv = ["oha", "--no-tui", "--output-format", "json", "-c", str(c), "-t", timeout,
-            "-m", "POST", "-D", str(BODY), "-H", "content-type: application/json",
+            "-m", "POST", "-D", str(body), "-H", "content-type: application/json",
             "--cert", str(pki / "client.pem"), "--key", str(pki / "client-key.pem"),
             "--cacert", str(pki / "ca.pem")]
     argv += ["-z", f"{seconds}s"] if seconds else ["-n", str(n)]
@@ -119,7 +123,23 @@ def cmd_oha(args, work, run):
         print(f"s{args.scenario} c={args.c}: {data['summary']['requestsPerSec']:.0f} req/s "
               f"p50 {pct['p50'] * 1000:.2f} ms p99 {pct['p99'] * 1000:.2f} ms "
               f"ok {ok}/{answered} cpu {1e6 * cpu / max(answered, 1):.1f} us/req "
-              f"idle {idle / 1024:.1f} MiB peak {status_kb(p.pid, 'VmHWM') / 1024:.1f} MiB")
+              f"idle {idle / 1024:.1f} MiB peak {status_kb(p.pid, 'VmHWM') / 1024:.1f} MiB "
+              f"now {status_kb(p.pid, 'VmRSS') / 1024:.1f} MiB")
+        if args.scenario == 4:
+            # Notifications: the backlog left to deliver, and memory once done.
+            print(f"  pending at the end: {pending()}")
+            time.sleep(3.0)
+            print(f"  3 s later: pending {pending()}, "
+                  f"RSS {status_kb(p.pid, 'VmRSS') / 1024:.1f} MiB")
+
+
+def pending() -> str:
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORTS['ADMIN']}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("callgate_outbox_pending "):
+                return line.split()[1]
+    return "?"
 
 
 def total_ir(path: Path) -> int:
@@ -207,7 +227,7 @@ def top_live_sites(path: Path, conns: int):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["oha", "callgrind", "idle"])
-    ap.add_argument("--scenario", type=int, default=1, choices=[1, 3])
+    ap.add_argument("--scenario", type=int, default=1, choices=[1, 3, 4])
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--c", type=int, default=64)

@@ -137,7 +137,9 @@ def build(results: dict, mach: dict, vers: dict, quick: bool) -> str:
                f"Envoy {vers['envoy']}; nginx {vers['nginx']}; {vers['oha']}; "
                f"Python {vers['python']}")
     out.append(f"- Every proxy with {meta['workers']} workers: callgate "
-               f"`TOKIO_WORKER_THREADS={meta['workers']}`, Envoy `--concurrency "
+               f"`CALLGATE_THREADS={meta['workers']}` (serving threads; its runtime for "
+               f"accepting, admin and the delivery scheduler has as many workers), "
+               f"Envoy `--concurrency "
                f"{meta['workers']}`, nginx `worker_processes {meta['workers']}`.")
     out.append("- Order of the proxies per repetition: "
                + "; ".join(", ".join(o) for o in meta.get("orders", [])) + "\n")

@@ -200,8 +200,6 @@ impl Reloader {
 
 pub struct Gateway {
     reloader: Arc<Reloader>,
-    /// The threads connections are served on.
-    cores: Arc<Cores>,
     listener_addrs: Vec<SocketAddr>,
     admin_addr: SocketAddr,
     stop: CancellationToken,
@@ -260,13 +258,13 @@ impl Gateway {
         let source = config.source.clone();
         let deliverer = Deliverer::open(&config.delivery).await?;
         let snapshot = Snapshot::build(config, 1, None)?;
-        let shared = Shared::new(snapshot, Arc::new(Metrics::new()), deliverer);
+        let cores = Arc::new(Cores::start().map_err(StartError::Threads)?);
+        tracing::info!(threads = cores::count(), "serving threads started");
+        let shared = Shared::new(snapshot, Arc::new(Metrics::new()), deliverer, cores);
         shared.deliverer.start(&shared);
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
 
-        let cores = Arc::new(Cores::start().map_err(StartError::Threads)?);
-        tracing::info!(threads = cores::count(), "serving threads started");
         let mut listener_addrs = Vec::new();
         let mut slots_by_addr = Vec::new();
         for (l, socket, tls) in bound {
@@ -288,7 +286,6 @@ impl Gateway {
                 shared.clone(),
                 limits,
                 slots.clone(),
-                cores.clone(),
                 tasks.clone(),
                 stop.clone(),
             ));
@@ -321,7 +318,6 @@ impl Gateway {
         shared.set_ready();
         Ok(Gateway {
             reloader,
-            cores,
             listener_addrs,
             admin_addr,
             stop,
@@ -365,7 +361,6 @@ impl Gateway {
                 "drain window over: closing connections still open"
             );
         }
-        self.cores.stop().await;
         let left = grace
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(100));
@@ -376,6 +371,8 @@ impl Gateway {
                 "undelivered notifications stay in the outbox for the next start"
             );
         }
+        // Delivery attempts run on the serving threads: they go last.
+        shared.cores.stop().await;
         self.admin_stop.cancel();
         self.admin_tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.admin_tasks.wait()).await;
@@ -388,6 +385,7 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop.cancel();
         self.admin_stop.cancel();
+        self.reloader.shared().cores.abort();
     }
 }
 

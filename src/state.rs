@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::deliver::Deliverer;
 use crate::metrics::Metrics;
 use crate::route::RouteTable;
+use crate::server::cores::Cores;
 use crate::upstream::{UpstreamClient, UpstreamError};
 
 pub struct Snapshot {
@@ -92,19 +93,27 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub metrics: Arc<Metrics>,
     pub deliverer: Deliverer,
+    /// The serving threads: connections and delivery attempts run there.
+    pub cores: Arc<Cores>,
     ready: AtomicBool,
     draining: AtomicBool,
     next_generation: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(first: Snapshot, metrics: Arc<Metrics>, deliverer: Deliverer) -> Arc<Self> {
+    pub fn new(
+        first: Snapshot,
+        metrics: Arc<Metrics>,
+        deliverer: Deliverer,
+        cores: Arc<Cores>,
+    ) -> Arc<Self> {
         metrics.config_generation.set(first.generation as i64);
         let next = first.generation + 1;
         Arc::new(Self {
             snapshot: ArcSwap::from_pointee(first),
             metrics,
             deliverer,
+            cores,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             next_generation: AtomicU64::new(next),

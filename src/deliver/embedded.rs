@@ -339,13 +339,14 @@ impl Scheduler {
             entry.in_flight = true;
             self.in_flight += 1;
             let fwd = entry.fwd.take();
-            self.attempts.spawn(attempt(
+            let task = attempt(
                 self.shared.clone(),
                 self.outbox.clone(),
                 key,
                 fwd,
                 self.tx.clone(),
-            ));
+            );
+            self.attempts.spawn_on(task, self.shared.cores.handle());
         }
     }
 

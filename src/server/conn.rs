@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::callback::{self, Peer};
-use super::cores::Cores;
 use crate::state::Shared;
 
 /// How connections are served: `http1` for TLS connections that did not
@@ -52,7 +51,6 @@ pub async fn serve_listener(
     shared: Arc<Shared>,
     limits: ConnLimits,
     slots: Arc<Semaphore>,
-    cores: Arc<Cores>,
     tasks: TaskTracker,
     stop: CancellationToken,
 ) {
@@ -115,6 +113,7 @@ pub async fn serve_listener(
                 continue;
             }
         };
+        let cores = shared.cores.clone();
         cores.spawn(&tasks, async move {
             let Ok(stream) = TcpStream::from_std(stream) else {
                 return;

@@ -5,8 +5,10 @@
 //! that thread: no work stealing and no cross-thread wake-ups per request,
 //! which on a small machine cost more than they balance.
 //!
-//! The process's multi-threaded runtime keeps the rest: accepting, admin,
-//! reloads, notification delivery.
+//! Delivery attempts of the embedded outbox run on them too, beside the
+//! requests that fill it: on their own runtime they fell behind under load
+//! and the backlog (memory) grew. The process's multi-threaded runtime
+//! keeps the rest: accepting, admin, reloads, the delivery scheduler.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -83,13 +85,24 @@ impl Cores {
         })
     }
 
+    /// The next serving thread's runtime, in turn.
+    pub fn handle(&self) -> &Handle {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        &self.handles[i]
+    }
+
     /// Runs `task` (tracked by `tasks`) on the next serving thread.
     pub fn spawn<F>(&self, tasks: &TaskTracker, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        tasks.spawn_on(task, &self.handles[i]);
+        tasks.spawn_on(task, self.handle());
+    }
+
+    /// Ends the threads without waiting (tasks on them hold the gateway's
+    /// shared state, so dropping the last handle may never happen).
+    pub fn abort(&self) {
+        self.abort.cancel();
     }
 
     /// Ends the threads (connections still open are dropped) and waits
