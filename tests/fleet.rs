@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -264,14 +264,14 @@ async fn two_gateways_share_one_stream_and_deliver_each_event_once_per_upstream(
 /// (503, a dropped connection) is allowed: it tells IM nothing was taken.
 async fn load(
     url_of: impl Fn(usize) -> String + Send + Sync + 'static,
-    n: usize,
+    n: impl Into<std::ops::Range<usize>>,
     conc: usize,
     acked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 ) {
     use futures_util::StreamExt;
     let http = test_client();
     let url_of = std::sync::Arc::new(url_of);
-    futures_util::stream::iter(0..n)
+    futures_util::stream::iter(n.into())
         .for_each_concurrent(conc, |i| {
             let (http, acked, url_of) = (http.clone(), acked.clone(), url_of.clone());
             async move {
@@ -349,7 +349,7 @@ async fn a_gateway_killed_mid_load_leaves_nothing_acknowledged_behind() {
             let t = to.lock().unwrap();
             callback_url(t[i % t.len()])
         },
-        600,
+        0..600,
         16,
         acked.clone(),
     ));
@@ -420,7 +420,12 @@ async fn losing_a_node_of_a_three_node_cluster_loses_nothing_acknowledged() {
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let addr = gw.addr();
     // Open-ended load, stopped once the cluster has proven it goes on.
-    let load = tokio::spawn(load(move |_| callback_url(addr), 100_000, 8, acked.clone()));
+    let load = tokio::spawn(load(
+        move |_| callback_url(addr),
+        0..100_000,
+        8,
+        acked.clone(),
+    ));
     let wait_acked = |n: usize| {
         let acked = acked.clone();
         async move {
@@ -530,7 +535,7 @@ async fn a_fleet_scaled_up_and_down_under_load_on_a_cluster_loses_nothing_acknow
             let t = targets.lock().unwrap();
             callback_url(t[i % t.len()])
         },
-        900,
+        0..900,
         12,
         acked.clone(),
     ));
@@ -620,46 +625,39 @@ async fn a_stream_deleted_under_running_gateways_is_put_back_without_losing_what
     let two = Binary::start(&rest, &[], "warn", false).await;
     one.wait_ready().await;
     two.wait_ready().await;
-    // Load on both; the indices sent after the deletion are noted: what
-    // was stored before it is the operator's loss, what is acknowledged
-    // after it must all arrive (a re-created stream without its
-    // consumers would take events and drop them).
-    let deleted = Arc::new(AtomicBool::new(false));
-    let after = Arc::new(Mutex::new(HashSet::new()));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let (d, a, targets) = (deleted.clone(), after.clone(), [one.listen, two.listen]);
-    let load = tokio::spawn(load(
-        move |i| {
-            if d.load(Ordering::SeqCst) {
-                a.lock().unwrap().insert(member_join(i));
-            }
-            callback_url(targets[i % 2])
-        },
-        3000,
+    // Load on both. What was stored before the deletion is the
+    // operator's loss; what is acknowledged after it must all arrive (a
+    // re-created stream without its consumers would take events and drop
+    // them). "After" is a second load, started once the deletion is done.
+    let targets = [one.listen, two.listen];
+    let before = Arc::new(Mutex::new(Vec::new()));
+    let first = tokio::spawn(load(
+        move |i| callback_url(targets[i % 2]),
+        0..1500,
         8,
-        acked.clone(),
+        before.clone(),
     ));
     let started = std::time::Instant::now();
-    while acked.lock().unwrap().len() < 200 {
+    while before.lock().unwrap().len() < 200 {
         assert!(started.elapsed() < Duration::from_secs(30), "load too slow");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let js = jetstream(&nats.url()).await;
-    deleted.store(true, Ordering::SeqCst);
     js.delete_stream("CALLGATE").await.unwrap();
-    load.await.unwrap();
-    let after = after.lock().unwrap().clone();
-    let acked_after: Vec<String> = acked
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|b| after.contains(*b))
-        .cloned()
-        .collect();
+    let after = Arc::new(Mutex::new(Vec::new()));
+    load(
+        move |i| callback_url(targets[i % 2]),
+        10_000..11_000,
+        8,
+        after.clone(),
+    )
+    .await;
+    first.await.unwrap();
+    let acked_after = after.lock().unwrap().clone();
     // The gateways put the stream back and take notifications again.
     assert!(
-        acked_after.len() >= 100,
-        "{} acknowledged after the deletion",
+        acked_after.len() >= 500,
+        "{} of 1000 acknowledged after the deletion",
         acked_after.len()
     );
     assert_all_delivered(&up, &acked_after, Duration::from_secs(30)).await;

@@ -56,6 +56,9 @@ struct Inner {
     /// only once every consumer it needs exists (interest retention drops
     /// a message no consumer is interested in).
     consumers: Mutex<HashSet<String>>,
+    /// Bumped when the events stream was re-created: workers pull from
+    /// the new one at once instead of waiting for missed heartbeats.
+    stream_epoch: tokio::sync::watch::Sender<u64>,
     stop: CancellationToken,
     tasks: TaskTracker,
 }
@@ -84,6 +87,7 @@ impl Fleet {
                 stream_reachable: AtomicBool::new(false),
                 accepting: AtomicBool::new(true),
                 consumers: Mutex::new(HashSet::new()),
+                stream_epoch: tokio::sync::watch::Sender::new(0),
                 stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),

@@ -58,6 +58,7 @@ pub(super) async fn supervise(inner: Arc<Inner>, shared: Arc<Shared>) {
                 let born = stream.cached_info().created;
                 if created.replace(born).is_some_and(|was| was != born) {
                     inner.forget_consumers();
+                    inner.stream_epoch.send_modify(|e| *e += 1);
                 }
                 // Not yet bound to the events subjects: verifying binds it.
                 stream.cached_info().config.subjects == [inner.names.events_filter()]

@@ -37,6 +37,7 @@ pub(super) async fn work(
     stop: CancellationToken,
 ) {
     let mut attempts = JoinSet::new();
+    let mut epoch = inner.stream_epoch.subscribe();
     'consumer: while !stop.is_cancelled() {
         let messages = async {
             let consumer =
@@ -69,6 +70,8 @@ pub(super) async fn work(
             }
             tokio::select! {
                 _ = stop.cancelled() => break 'consumer,
+                // The stream was re-created: its consumer is a new one.
+                Ok(()) = epoch.changed() => continue 'consumer,
                 Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
                 next = messages.next() => match next {
                     Some(Ok(message)) => {
