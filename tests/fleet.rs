@@ -628,7 +628,9 @@ async fn a_stream_deleted_under_running_gateways_is_put_back_without_losing_what
     // Load on both. What was stored before the deletion is the
     // operator's loss; what is acknowledged after it must all arrive (a
     // re-created stream without its consumers would take events and drop
-    // them). "After" is a second load, started once the deletion is done.
+    // them). "During" is a load started once the deletion returned, while
+    // the gateways put the stream back; "after" one started once both
+    // take notifications again, which must all be acknowledged.
     let targets = [one.listen, two.listen];
     let before = Arc::new(Mutex::new(Vec::new()));
     let first = tokio::spawn(load(
@@ -644,23 +646,52 @@ async fn a_stream_deleted_under_running_gateways_is_put_back_without_losing_what
     }
     let js = jetstream(&nats.url()).await;
     js.delete_stream("CALLGATE").await.unwrap();
-    let after = Arc::new(Mutex::new(Vec::new()));
+    let during = Arc::new(Mutex::new(Vec::new()));
     load(
         move |i| callback_url(targets[i % 2]),
         10_000..11_000,
         8,
-        after.clone(),
+        during.clone(),
     )
     .await;
     first.await.unwrap();
-    let acked_after = after.lock().unwrap().clone();
     // The gateways put the stream back and take notifications again.
-    assert!(
-        acked_after.len() >= 500,
-        "{} of 1000 acknowledged after the deletion",
-        acked_after.len()
-    );
-    assert_all_delivered(&up, &acked_after, Duration::from_secs(30)).await;
+    let mut probe = 20_000;
+    for target in targets {
+        let started = std::time::Instant::now();
+        loop {
+            let acked = Arc::new(Mutex::new(Vec::new()));
+            load(
+                move |_| callback_url(target),
+                probe..probe + 1,
+                1,
+                acked.clone(),
+            )
+            .await;
+            probe += 1;
+            if !acked.lock().unwrap().is_empty() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{target} takes no notification 30 s after the deletion"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let after = Arc::new(Mutex::new(Vec::new()));
+    load(
+        move |i| callback_url(targets[i % 2]),
+        30_000..30_400,
+        8,
+        after.clone(),
+    )
+    .await;
+    let after = after.lock().unwrap().clone();
+    assert_eq!(after.len(), 400, "acknowledged once the stream was back");
+    let mut acked = during.lock().unwrap().clone();
+    acked.extend(after);
+    assert_all_delivered(&up, &acked, Duration::from_secs(30)).await;
     drop((one, two));
 }
 
