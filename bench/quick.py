@@ -154,7 +154,10 @@ def cmd_callgrind(args, work, run):
     (work / "cg").mkdir()
     out = work / "cg" / "cg.out"
     p, pki = setup(work, run, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p",
-                               "--dump-instr=no", "--collect-systime=no"])
+                               "--dump-instr=no", "--collect-systime=no",
+                               # Each dump self-contained: with compressed names a
+                               # later dump refers to names defined in an earlier one.
+                               "--compress-strings=no", "--compress-pos=no"])
     # Warm up (pools, lazy statics, allocator arenas).
     oha(pki, args.scenario, args.c, n=args.n // 2, timeout="60s")
     counts = []

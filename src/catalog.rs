@@ -629,6 +629,18 @@ pub fn lookup(name: &str) -> Option<&'static Command> {
     BY_NAME.get(name).copied()
 }
 
+/// The position of a catalog entry in `COMMANDS` (a table index for
+/// per-command state); `None` for a `Command` not taken from it.
+#[must_use]
+pub fn index(command: &Command) -> Option<usize> {
+    let offset = (command as *const Command as usize).checked_sub(COMMANDS.as_ptr() as usize)?;
+    let i = offset / std::mem::size_of::<Command>().max(1);
+    COMMANDS
+        .get(i)
+        .filter(|c| std::ptr::eq(*c, command))
+        .map(|_| i)
+}
+
 /// The kind of any command: the catalog's, else guessed from the name
 /// (`CallbackBefore` / `CallbackPrev` are decisions, everything else notifies).
 #[must_use]
@@ -644,6 +656,16 @@ pub fn kind_by_name(name: &str) -> Kind {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn index_finds_catalog_entries_only() {
+        for (i, c) in COMMANDS.iter().enumerate() {
+            assert_eq!(index(c), Some(i));
+            assert_eq!(lookup(c.name).and_then(index), Some(i));
+        }
+        let copy = Command { ..COMMANDS[0] };
+        assert_eq!(index(&copy), None);
+    }
 
     #[test]
     fn names_are_unique_and_cover_the_reference() {

@@ -278,6 +278,6 @@ fn spawn_mirror(
             },
         };
         metrics.upstream(&name, label);
-        tracing::debug!(request_id = %fwd.request_id, upstream = %name, result = label, "mirror answered");
+        tracing::debug!(request_id = fwd.request_id(), upstream = %name, result = label, "mirror answered");
     });
 }

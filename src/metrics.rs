@@ -6,7 +6,7 @@
 //! words. A sender can therefore not grow the label space.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -15,7 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::catalog::{self, Kind};
+use crate::catalog::{self, Command, Kind};
+use crate::respond::Outcome;
 
 pub type Label = Cow<'static, str>;
 
@@ -79,6 +80,12 @@ pub struct Metrics {
     pub outbox_oldest: Gauge,
     pub delivery_latency: Histogram,
     pub connections: Gauge,
+    /// Handles into `requests`, by command (catalog index, then `other`
+    /// and `none`) and outcome, and into `request_duration` by kind, made
+    /// on first use: counting a callback then hashes no label and takes no
+    /// lock of the family's.
+    request_counters: Box<[[OnceLock<Counter>; Outcome::ALL.len()]]>,
+    durations: [OnceLock<Histogram>; 3],
 }
 
 impl Default for Metrics {
@@ -185,6 +192,10 @@ impl Metrics {
             outbox_oldest,
             delivery_latency,
             connections,
+            request_counters: (0..catalog::COMMANDS.len() + 2)
+                .map(|_| Default::default())
+                .collect(),
+            durations: Default::default(),
         }
     }
 
@@ -198,20 +209,54 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, command: Label, outcome: &'static str, kind: Option<Kind>, seconds: f64) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                command,
-                outcome: Cow::Borrowed(outcome),
+    /// Counts one answered callback. `command` is its catalog entry, `None`
+    /// with `known` false for a command outside the catalog (`other`), and
+    /// `None` with `known` true when the query had none (`none`).
+    pub fn request(
+        &self,
+        command: Option<&'static Command>,
+        had_command: bool,
+        outcome: Outcome,
+        kind: Option<Kind>,
+        seconds: f64,
+    ) {
+        let commands = catalog::COMMANDS.len();
+        let (row, label) = match command {
+            Some(c) => (catalog::index(c).unwrap_or(commands), Cow::Borrowed(c.name)),
+            None if had_command => (commands, Cow::Borrowed("other")),
+            None => (commands + 1, Cow::Borrowed("none")),
+        };
+        let label = if row == commands {
+            Cow::Borrowed("other")
+        } else {
+            label
+        };
+        if let Some(slot) = self
+            .request_counters
+            .get(row)
+            .and_then(|r| r.get(outcome as usize))
+        {
+            slot.get_or_init(|| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        command: label,
+                        outcome: Cow::Borrowed(outcome.as_str()),
+                    })
+                    .clone()
             })
             .inc();
+        }
         let kind = match kind {
             Some(Kind::Decision) => KindLabel::decision,
             Some(Kind::Notification) => KindLabel::notification,
             None => KindLabel::rejected,
         };
-        self.request_duration
-            .get_or_create(&KindLabels { kind })
+        self.durations[kind.clone() as usize]
+            .get_or_init(|| {
+                self.request_duration
+                    .get_or_create(&KindLabels { kind })
+                    .clone()
+            })
             .observe(seconds);
     }
 

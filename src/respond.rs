@@ -3,7 +3,7 @@
 //! the acknowledgement of notifications. Each carries `x-callgate-outcome`.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
@@ -11,8 +11,9 @@ use crate::config::OnTimeout;
 use crate::validate::body::BodyError;
 use crate::validate::{QueryError, SignError};
 
-pub const OUTCOME_HEADER: &str = "x-callgate-outcome";
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub const OUTCOME_HEADER: HeaderName = HeaderName::from_static("x-callgate-outcome");
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 pub type Body = Full<Bytes>;
 
@@ -28,6 +29,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in discriminant order.
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Upstream,
+        Outcome::Fallback,
+        Outcome::Queued,
+        Outcome::Unrouted,
+        Outcome::Rejected,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Upstream => "upstream",
@@ -84,7 +94,7 @@ impl Rejection {
 
     /// The JSON failure answer. `ErrorCode` repeats the HTTP status: it is
     /// non-zero, stable, and tells IM-side logs the class of failure.
-    pub fn into_response(self, request_id: &str) -> Response<Body> {
+    pub fn into_response(self, request_id: &HeaderValue) -> Response<Body> {
         let status = self.status();
         let body = serde_json::json!({
             "ActionStatus": "FAIL",
@@ -110,7 +120,7 @@ const OK_BODY: &str = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#;
 const DENY_BODY: &str = r#"{"ActionStatus":"OK","ErrorInfo":"rejected by gateway","ErrorCode":1}"#;
 
 /// The answer when the gateway decides itself.
-pub fn fallback(on_timeout: OnTimeout, request_id: &str) -> Response<Body> {
+pub fn fallback(on_timeout: OnTimeout, request_id: &HeaderValue) -> Response<Body> {
     let body = match on_timeout {
         OnTimeout::Allow => OK_BODY,
         OnTimeout::Deny => DENY_BODY,
@@ -124,7 +134,7 @@ pub fn fallback(on_timeout: OnTimeout, request_id: &str) -> Response<Body> {
 }
 
 /// The plain OK: notifications queued or unrouted.
-pub fn ok(outcome: Outcome, request_id: &str) -> Response<Body> {
+pub fn ok(outcome: Outcome, request_id: &HeaderValue) -> Response<Body> {
     json(
         StatusCode::OK,
         Bytes::from_static(OK_BODY.as_bytes()),
@@ -134,18 +144,22 @@ pub fn ok(outcome: Outcome, request_id: &str) -> Response<Body> {
 }
 
 /// An upstream's answer, byte for byte.
-pub fn upstream(body: Bytes, request_id: &str) -> Response<Body> {
+pub fn upstream(body: Bytes, request_id: &HeaderValue) -> Response<Body> {
     json(StatusCode::OK, body, Outcome::Upstream, request_id)
 }
 
-fn json(status: StatusCode, body: Bytes, outcome: Outcome, request_id: &str) -> Response<Body> {
+fn json(
+    status: StatusCode,
+    body: Bytes,
+    outcome: Outcome,
+    request_id: &HeaderValue,
+) -> Response<Body> {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.reserve(3);
+    headers.insert(CONTENT_TYPE, APPLICATION_JSON);
     headers.insert(OUTCOME_HEADER, HeaderValue::from_static(outcome.as_str()));
-    if let Ok(id) = HeaderValue::from_str(request_id) {
-        headers.insert(REQUEST_ID_HEADER, id);
-    }
+    headers.insert(REQUEST_ID_HEADER, request_id.clone());
     response
 }

@@ -77,9 +77,18 @@ pub struct Forward {
     /// The callback's query string, as received.
     pub query: Arc<str>,
     pub body: Bytes,
-    pub request_id: Arc<str>,
+    /// Ready to send as `x-request-id` (cloning it shares the bytes).
+    pub request_id: HeaderValue,
     pub peer: IpAddr,
     pub proto: &'static str,
+}
+
+impl Forward {
+    /// The request id as text, for logs and records.
+    pub fn request_id(&self) -> &str {
+        // Made of hex digits (or read back from a record callgate wrote).
+        self.request_id.to_str().unwrap_or("-")
+    }
 }
 
 /// An upstream's HTTP answer (any status), body capped in size.
@@ -247,10 +256,7 @@ impl UpstreamClient {
             headers.insert(HOST, host.clone());
         }
         headers.insert(CONTENT_TYPE, APPLICATION_JSON);
-        headers.insert(
-            X_REQUEST_ID,
-            HeaderValue::from_str(&fwd.request_id).map_err(http::Error::from)?,
-        );
+        headers.insert(X_REQUEST_ID, fwd.request_id.clone());
         headers.insert(X_FORWARDED_FOR, forwarded_for(fwd.peer));
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
         let client = &self.clients[crate::server::cores::current() % self.clients.len()];

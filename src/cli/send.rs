@@ -102,7 +102,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
         crate::respond::OUTCOME_HEADER,
         crate::respond::REQUEST_ID_HEADER,
     ] {
-        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+        if let Some(v) = headers.get(&name).and_then(|v| v.to_str().ok()) {
             out!("{name}: {v}");
         }
     }

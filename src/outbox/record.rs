@@ -33,7 +33,7 @@ impl EventRecord {
             received_ms,
             peer: fwd.peer.to_string(),
             proto: fwd.proto.to_owned(),
-            request_id: fwd.request_id.to_string(),
+            request_id: fwd.request_id().to_owned(),
             command: command.to_owned(),
             query: fwd.query.to_string(),
             body: fwd.body.clone(),
@@ -44,7 +44,8 @@ impl EventRecord {
         Forward {
             query: Arc::from(self.query.as_str()),
             body: self.body.clone(),
-            request_id: Arc::from(self.request_id.as_str()),
+            request_id: http::HeaderValue::from_str(&self.request_id)
+                .unwrap_or(http::HeaderValue::from_static("-")),
             peer: self.peer.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
             proto: if self.proto == "https" {
                 "https"

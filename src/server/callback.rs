@@ -38,6 +38,8 @@ struct Trace {
     /// The catalog's own `&'static` name when the command is catalogued,
     /// so the common case copies nothing.
     command: Option<Cow<'static, str>>,
+    /// Its catalog entry, when it has one.
+    spec: Option<&'static catalog::Command>,
     kind: Option<Kind>,
     route: Option<usize>,
     results: Vec<UpstreamResult>,
@@ -50,31 +52,28 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let arrival = Instant::now();
-    let request_id = RequestId::new();
-    let request_id = request_id.as_str();
+    let id = RequestId::new();
+    let request_id = id.as_str();
+    // Built once: the answer and every upstream request carry it.
+    let id_header = id.header();
     let snapshot = shared.load();
     let mut trace = Trace::default();
     let (response, outcome) = match process(
-        &shared, &snapshot, &peer, request, arrival, request_id, &mut trace,
+        &shared, &snapshot, &peer, request, arrival, &id_header, &mut trace,
     )
     .await
     {
         Ok(done) => done,
         Err(rejection) => {
             trace.detail = Some(rejection.to_string());
-            (rejection.into_response(request_id), Outcome::Rejected)
+            (rejection.into_response(&id_header), Outcome::Rejected)
         }
     };
     let elapsed = arrival.elapsed();
     shared.metrics.request(
-        // Borrowed means catalogued (see `Trace::command`): the same bounded
-        // label set as `Metrics::command_label`, without a second lookup.
-        match &trace.command {
-            Some(Cow::Borrowed(name)) => Cow::Borrowed(*name),
-            Some(Cow::Owned(_)) => Cow::Borrowed("other"),
-            None => Cow::Borrowed("none"),
-        },
-        outcome.as_str(),
+        trace.spec,
+        trace.command.is_some(),
+        outcome,
         trace.kind,
         elapsed.as_secs_f64(),
     );
@@ -103,7 +102,7 @@ async fn process(
     peer: &Peer,
     request: Request<Incoming>,
     arrival: Instant,
-    request_id: &str,
+    request_id: &http::HeaderValue,
     trace: &mut Trace,
 ) -> Result<(Response<Body>, Outcome), Rejection> {
     let config = &snapshot.config;
@@ -119,6 +118,7 @@ async fn process(
         .ok_or(Rejection::UnknownApp(query.sdkappid))?;
     let command = query.command.as_deref().ok_or(Rejection::MissingCommand)?;
     let spec = catalog::lookup(command);
+    trace.spec = spec;
     trace.command = Some(match spec {
         Some(c) => Cow::Borrowed(c.name),
         None => Cow::Owned(command.to_owned()),
@@ -161,7 +161,7 @@ async fn process(
     let fwd = Forward {
         query: raw_query.clone(),
         body,
-        request_id: Arc::from(request_id),
+        request_id: request_id.clone(),
         peer: peer.addr.ip(),
         proto: peer.proto,
     };
@@ -199,7 +199,11 @@ async fn process(
 
 /// No route: a decision gets the fallback (at once), a notification a
 /// plain OK. Both are reported as `unrouted`.
-fn unrouted(kind: Kind, on_timeout: crate::config::OnTimeout, request_id: &str) -> Response<Body> {
+fn unrouted(
+    kind: Kind,
+    on_timeout: crate::config::OnTimeout,
+    request_id: &http::HeaderValue,
+) -> Response<Body> {
     let mut response = match kind {
         Kind::Decision => respond::fallback(on_timeout, request_id),
         Kind::Notification => respond::ok(Outcome::Unrouted, request_id),
@@ -271,6 +275,10 @@ impl RequestId {
             n >>= 4;
         }
         Self(out)
+    }
+
+    fn header(&self) -> http::HeaderValue {
+        http::HeaderValue::from_bytes(&self.0).unwrap_or(http::HeaderValue::from_static("-"))
     }
 
     fn as_str(&self) -> &str {

@@ -36,7 +36,9 @@ pub fn parse_query(query: &str) -> Result<CallbackQuery<'_>, QueryError> {
     let mut command = None;
     let mut request_time = None;
     let mut sign = None;
-    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = decode(name);
         let (slot, canonical) = if name.eq_ignore_ascii_case(SDKAPPID) {
             (&mut appid, SDKAPPID)
         } else if name.eq_ignore_ascii_case(COMMAND) {
@@ -48,7 +50,7 @@ pub fn parse_query(query: &str) -> Result<CallbackQuery<'_>, QueryError> {
         } else {
             continue;
         };
-        if slot.replace(value).is_some() {
+        if slot.replace(decode(value)).is_some() {
             // The app id is checked first (SPEC 4.1 order); a duplicate of it
             // is an app id problem, the others surface in this order too.
             return Err(QueryError::Duplicate(canonical));
@@ -62,6 +64,22 @@ pub fn parse_query(query: &str) -> Result<CallbackQuery<'_>, QueryError> {
         request_time,
         sign,
     })
+}
+
+/// One name or value, decoded as `application/x-www-form-urlencoded`
+/// (`+` is a space, `%XX` a byte, invalid UTF-8 replaced), the same rules
+/// as `form_urlencoded::parse`. Only the parameters callgate acts on are
+/// decoded, and text without `%` or `+` (nearly all of it) is borrowed.
+fn decode(raw: &str) -> Cow<'_, str> {
+    if !raw.bytes().any(|b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(raw);
+    }
+    let spaced = raw.replace('+', " ");
+    Cow::Owned(
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
 }
 
 /// Decimal digits only: no sign, no spaces, no `0x`, and it must fit u64.
@@ -132,7 +150,44 @@ mod tests {
         );
     }
 
+    /// The parse of `form_urlencoded`, which `parse_query` must equal.
+    fn reference(query: &str) -> Result<CallbackQuery<'static>, QueryError> {
+        let mut slots: [Option<String>; 4] = Default::default();
+        let names = [SDKAPPID, COMMAND, REQUEST_TIME, SIGN];
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            let Some(i) = names.iter().position(|n| name.eq_ignore_ascii_case(n)) else {
+                continue;
+            };
+            if slots[i].replace(value.into_owned()).is_some() {
+                return Err(QueryError::Duplicate(names[i]));
+            }
+        }
+        let [appid, command, request_time, sign] = slots;
+        let appid = appid.ok_or(QueryError::MissingAppId)?;
+        Ok(CallbackQuery {
+            sdkappid: parse_decimal(&appid).ok_or(QueryError::BadAppId)?,
+            command: command.filter(|c| !c.is_empty()).map(Cow::Owned),
+            request_time: request_time.map(Cow::Owned),
+            sign: sign.map(Cow::Owned),
+        })
+    }
+
     proptest! {
+        #[test]
+        fn decodes_as_form_urlencoded_does(
+            pairs in proptest::collection::vec(
+                (
+                    "SdkAppid|sdkAPPID|Sd%6bAppid|Sdk+Appid|CallbackCommand|Callback%43ommand|RequestTime|Sign|x|",
+                    "[=%+a-f0-9A-F.]{0,8}",
+                    "[=&]{1,2}",
+                ),
+                0..6,
+            )
+        ) {
+            let q: String = pairs.iter().map(|(n, v, sep)| format!("{n}={v}{sep}")).collect();
+            prop_assert_eq!(parse_query(&q), reference(&q), "{}", q);
+        }
+
         #[test]
         fn never_panics(q in ".{0,200}") {
             let _ = parse_query(&q);
