@@ -423,3 +423,104 @@ async fn concurrent_decisions_reuse_pooled_connections() {
     assert_eq!(up.count(), 50);
     gw.shutdown().await;
 }
+
+/// A bare HTTP/1.1 upstream that counts the connections it accepts; with
+/// `close_after`, it closes each connection right after its first answer
+/// (no `connection: close` header: the gateway learns it from the socket).
+async fn counting_upstream(
+    close_after: bool,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/im", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // One request: headers, then content-length bytes.
+                    let request_end = loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                            let length: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map_or(0, |v| v.trim().parse().unwrap());
+                            if buf.len() >= end + 4 + length {
+                                break end + 4 + length;
+                            }
+                        }
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    buf.drain(..request_end);
+                    let body = br#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    if conn.write_all(head.as_bytes()).await.is_err()
+                        || conn.write_all(body).await.is_err()
+                    {
+                        return;
+                    }
+                    if close_after {
+                        let _ = conn.shutdown().await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, accepted)
+}
+
+fn gateway_to(url: &str) -> String {
+    format!("upstreams:\n  a:\n    url: \"{url}\"\n{}", route("a", ""))
+}
+
+#[tokio::test]
+async fn sequential_decisions_share_one_upstream_connection() {
+    let (url, accepted) = counting_upstream(false).await;
+    let gw = Gateway::start(&gateway_to(&url)).await;
+    for _ in 0..20 {
+        let answer = gw.callback(CMD, GROUP_SEND).await;
+        assert_eq!(answer.outcome, "upstream", "{}", answer.text());
+    }
+    // One connection per serving thread at most: the rest were reused.
+    let connections = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=callgate::server::cores::count()).contains(&connections),
+        "{connections} upstream connections for 20 sequential decisions"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_closing_its_connections_still_answers_every_decision() {
+    let (url, accepted) = counting_upstream(true).await;
+    let gw = Gateway::start(&gateway_to(&url)).await;
+    for i in 0..20 {
+        let answer = gw.callback(CMD, GROUP_SEND).await;
+        assert_eq!(
+            answer.outcome,
+            "upstream",
+            "decision {i}: {}",
+            answer.text()
+        );
+        // Sometimes at once (the close may not be seen yet), sometimes
+        // after the close has surely arrived.
+        if i % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 20);
+    gw.shutdown().await;
+}

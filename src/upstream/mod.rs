@@ -17,6 +17,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Upstream;
 
+mod pool;
+use pool::Pool;
+
 /// Idle pooled connections are closed before a typical backend's own
 /// keep-alive timeout would close them under us (hyper#2136).
 const POOL_IDLE: Duration = Duration::from_secs(20);
@@ -39,6 +42,8 @@ pub enum UpstreamError {
 pub enum CallError {
     #[error("transport: {}", chain(.0))]
     Transport(#[from] hyper_util::client::legacy::Error),
+    #[error("transport: {}", chain(.0))]
+    Connection(#[from] pool::PoolError),
     #[error("timed out")]
     Timeout,
     #[error("answer body: {0}")]
@@ -65,7 +70,7 @@ impl CallError {
         match self {
             CallError::Timeout => "timeout",
             CallError::Body(_) => "bad_answer",
-            CallError::Transport(_) | CallError::Request(_) => "error",
+            CallError::Transport(_) | CallError::Connection(_) | CallError::Request(_) => "error",
         }
     }
 }
@@ -100,13 +105,20 @@ pub struct Answer {
 
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// How an upstream is reached. Either way there is one pool per serving
+/// thread (index `cores::current()`; 0 for the rest of the process): a
+/// pooled connection's task runs on the runtime that opened it, so sharing
+/// one pool across threads would put a cross-thread wake-up into every call.
+enum Transport {
+    /// `http://`: HTTP/1.1 keep-alive on hyper's connection directly.
+    Plain(Pool),
+    /// `https://`: hyper-util's client with rustls (ALPN, HTTP/2).
+    Tls(Box<[HttpsClient]>),
+}
+
 pub struct UpstreamClient {
     pub config: Upstream,
-    /// One pool per serving thread (index `cores::current()`; 0 for the
-    /// rest of the process): a pooled connection's task runs on the
-    /// runtime that opened it, so sharing one pool across threads would
-    /// put a cross-thread wake-up into every call.
-    clients: Box<[HttpsClient]>,
+    transport: Transport,
     /// The upstream URL, split once so that a call only joins the path and
     /// the callback's query (the scheme and authority are shared buffers).
     scheme: Scheme,
@@ -138,31 +150,22 @@ impl UpstreamClient {
             (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
             _ => None,
         };
-        let tls = crate::tls::client_config(config.ca.as_deref(), identity).map_err(|source| {
-            UpstreamError::Tls {
-                name: config.name.clone(),
-                source,
-            }
-        })?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST);
-        let clients = (0..=crate::server::cores::count())
-            .map(|_| builder.build(https.clone()))
-            .collect();
+        let url = &config.url;
+        let threads = crate::server::cores::count() + 1;
+        let transport = if url.scheme() == Some(&Scheme::HTTP) {
+            let port = url.port_u16().unwrap_or(80);
+            let host = url.host().unwrap_or_default();
+            Transport::Plain(Pool::new(
+                host,
+                port,
+                threads,
+                POOL_MAX_IDLE_PER_HOST,
+                POOL_IDLE,
+                CONNECT_TIMEOUT,
+            ))
+        } else {
+            Transport::Tls(Self::tls_clients(config, identity, threads)?)
+        };
         let url = &config.url;
         let (Some(scheme), Some(authority)) = (url.scheme(), url.authority()) else {
             return Err(UpstreamError::Url {
@@ -185,13 +188,44 @@ impl UpstreamClient {
             .transpose()?;
         Ok(Self {
             config: config.clone(),
-            clients,
+            transport,
             scheme: scheme.clone(),
             authority: authority.clone(),
             path: url.path().to_owned(),
             own_query: url.query().map(str::to_owned),
             host,
         })
+    }
+
+    /// hyper-util clients with the upstream's TLS settings, one per thread.
+    fn tls_clients(
+        config: &Upstream,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+        threads: usize,
+    ) -> Result<Box<[HttpsClient]>, UpstreamError> {
+        let tls = crate::tls::client_config(config.ca.as_deref(), identity).map_err(|source| {
+            UpstreamError::Tls {
+                name: config.name.clone(),
+                source,
+            }
+        })?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST);
+        Ok((0..threads).map(|_| builder.build(https.clone())).collect())
     }
 
     /// The URL a callback is sent to: the upstream's own query string is
@@ -242,11 +276,17 @@ impl UpstreamClient {
     async fn call_inner(&self, fwd: &Forward, max_answer: usize) -> Result<Answer, CallError> {
         let path = PathAndQuery::from_maybe_shared(Bytes::from(self.path_and_query(&fwd.query)))
             .map_err(|e| CallError::Request(e.into()))?;
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(self.scheme.clone());
-        uri.authority = Some(self.authority.clone());
-        uri.path_and_query = Some(path);
-        let uri = Uri::from_parts(uri).map_err(|e| CallError::Request(e.into()))?;
+        let uri = match &self.transport {
+            // HTTP/1.1 to the origin: the request line carries the path only.
+            Transport::Plain(_) => Uri::from(path),
+            Transport::Tls(_) => {
+                let mut uri = http::uri::Parts::default();
+                uri.scheme = Some(self.scheme.clone());
+                uri.authority = Some(self.authority.clone());
+                uri.path_and_query = Some(path);
+                Uri::from_parts(uri).map_err(|e| CallError::Request(e.into()))?
+            }
+        };
         let mut request = Request::new(Full::new(fwd.body.clone()));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
@@ -259,14 +299,27 @@ impl UpstreamClient {
         headers.insert(X_REQUEST_ID, fwd.request_id.clone());
         headers.insert(X_FORWARDED_FOR, forwarded_for(fwd.peer));
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
-        let client = &self.clients[crate::server::cores::current() % self.clients.len()];
-        let response = client.request(request).await?;
+        let thread = crate::server::cores::current();
+        let (response, lease) = match &self.transport {
+            Transport::Plain(pool) => {
+                let (response, lease) = pool.send(request).await?;
+                (response, Some((pool, lease)))
+            }
+            Transport::Tls(clients) => {
+                let client = &clients[thread % clients.len()];
+                (client.request(request).await?, None)
+            }
+        };
         let status = response.status();
         let body = Limited::new(response.into_body(), max_answer)
             .collect()
             .await
             .map_err(|e| CallError::Body(e.to_string()))?
             .to_bytes();
+        // Read to the end: the connection can take the next request.
+        if let Some((pool, lease)) = lease {
+            pool.checkin(lease);
+        }
         Ok(Answer { status, body })
     }
 }
