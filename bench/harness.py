@@ -200,8 +200,14 @@ def steady_state(db: Path, seconds: float) -> dict:
         rows = con.execute("SELECT start, end, duration FROM oha").fetchall()
     finally:
         con.close()
+    # Little's law, L = rate x latency: the mean number of requests in
+    # flight during the window over their mean latency. Counting answers in
+    # the window instead is exact only for whole closed-loop rounds: when
+    # every request takes the 300 ms deadline, the window holds 29 or 30
+    # rounds of 200 depending on where they fall (a 3 % step).
     window = max(seconds - WARMUP, 0.001)
-    done = sum(1 for _, end, _ in rows if WARMUP <= end <= seconds)
+    in_flight = sum(max(0.0, min(end, seconds) - max(start, WARMUP)) for start, end, _ in rows)
+    in_flight /= window
     lat = sorted(d for start, _, d in rows if start >= WARMUP)
     if not lat:
         return empty
@@ -211,8 +217,9 @@ def steady_state(db: Path, seconds: float) -> dict:
         i = min(len(lat) - 1, max(0, int(-(-p * len(lat) // 1)) - 1))
         return round(lat[i] * 1000, 3)
 
-    return {"rps": round(done / window, 1), "p50_ms": pct(0.50), "p99_ms": pct(0.99),
-            "p999_ms": pct(0.999), "steady_n": len(lat)}
+    mean = sum(lat) / len(lat)
+    return {"rps": round(in_flight / mean, 1) if mean > 0 else 0.0, "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99), "p999_ms": pct(0.999), "steady_n": len(lat)}
 
 
 def established_to(port: int) -> int | None:
