@@ -272,6 +272,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_bracketed_ipv6_host_is_connected_to() {
+        // Skipped where the machine has no IPv6 loopback.
+        let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+            return;
+        };
+        let port = listener.local_addr().unwrap().port();
+        let accepting = tokio::spawn(async move { listener.accept().await.is_ok() });
+        let pool = Pool::new(
+            "[::1]",
+            port,
+            1,
+            2,
+            Duration::from_secs(20),
+            Duration::from_secs(2),
+        );
+        assert!(pool.connect().await.is_ok());
+        assert!(accepting.await.unwrap());
+    }
+
+    #[tokio::test]
     async fn a_refused_connect_is_an_error_naming_the_address() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
