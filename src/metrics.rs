@@ -209,9 +209,9 @@ impl Metrics {
         }
     }
 
-    /// Counts one answered callback. `command` is its catalog entry, `None`
-    /// with `known` false for a command outside the catalog (`other`), and
-    /// `None` with `known` true when the query had none (`none`).
+    /// Counts one answered callback. `command` is its catalog entry; without
+    /// one it is labelled `other` if the query had a command (`had_command`),
+    /// else `none`.
     pub fn request(
         &self,
         command: Option<&'static Command>,
