@@ -199,16 +199,6 @@ impl Metrics {
         }
     }
 
-    /// The command as a label: catalog names only, so the label space stays
-    /// bounded whatever senders put in the query.
-    pub fn command_label(command: Option<&str>) -> Label {
-        match command.and_then(catalog::lookup) {
-            Some(c) => Cow::Borrowed(c.name),
-            None if command.is_none() => Cow::Borrowed("none"),
-            None => Cow::Borrowed("other"),
-        }
-    }
-
     /// Counts one answered callback. `command` is its catalog entry; without
     /// one it is labelled `other` if the query had a command (`had_command`),
     /// else `none`.
@@ -220,16 +210,14 @@ impl Metrics {
         kind: Option<Kind>,
         seconds: f64,
     ) {
+        // Label values are catalog names only, so the label space stays
+        // bounded whatever senders put in the query.
         let commands = catalog::COMMANDS.len();
-        let (row, label) = match command {
-            Some(c) => (catalog::index(c).unwrap_or(commands), Cow::Borrowed(c.name)),
-            None if had_command => (commands, Cow::Borrowed("other")),
-            None => (commands + 1, Cow::Borrowed("none")),
-        };
-        let label = if row == commands {
-            Cow::Borrowed("other")
-        } else {
-            label
+        let catalogued = command.and_then(|c| Some((catalog::index(c)?, c.name)));
+        let (row, label) = match catalogued {
+            Some(row) => row,
+            None if had_command => (commands, "other"),
+            None => (commands + 1, "none"),
         };
         if let Some(slot) = self
             .request_counters
@@ -239,7 +227,7 @@ impl Metrics {
             slot.get_or_init(|| {
                 self.requests
                     .get_or_create(&RequestLabels {
-                        command: label,
+                        command: Cow::Borrowed(label),
                         outcome: Cow::Borrowed(outcome.as_str()),
                     })
                     .clone()

@@ -154,6 +154,21 @@ fn server_config_from(
     Ok(Arc::new(config))
 }
 
+/// A connector for `http://` and `https://` URLs with `tls`, offering
+/// HTTP/1.1 and HTTP/2 by ALPN; `tcp` carries the TCP settings.
+pub fn https_connector(
+    tls: ClientConfig,
+    mut tcp: hyper_util::client::legacy::connect::HttpConnector,
+) -> hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector> {
+    tcp.enforce_http(false);
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(tcp)
+}
+
 /// Client side for upstreams: trusts only `ca` when given, else webpki-roots
 /// (Mozilla's roots); optional client identity `(cert, key)`.
 ///

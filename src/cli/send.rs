@@ -65,14 +65,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     let url = callback_url(&args)?;
     let identity = args.cert.as_deref().zip(args.key.as_deref());
     let tls = crate::tls::client_config(args.ca.as_deref(), identity)?;
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
+    let https = crate::tls::https_connector(tls, HttpConnector::new());
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
     let request = Request::builder()
         .method(Method::POST)

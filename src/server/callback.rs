@@ -2,7 +2,6 @@
 //! then routing, then a decision under its deadline or a queued
 //! notification. Ends with one log line and the request metrics.
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
@@ -35,15 +34,21 @@ pub struct Peer {
 #[derive(Default)]
 struct Trace {
     sdkappid: Option<u64>,
-    /// The catalog's own `&'static` name when the command is catalogued,
-    /// so the common case copies nothing.
-    command: Option<Cow<'static, str>>,
-    /// Its catalog entry, when it has one.
+    /// The command's catalog entry, when it has one (the common case
+    /// copies nothing) ...
     spec: Option<&'static catalog::Command>,
+    /// ... else the command as received.
+    uncatalogued: Option<String>,
     kind: Option<Kind>,
     route: Option<usize>,
     results: Vec<UpstreamResult>,
     detail: Option<String>,
+}
+
+impl Trace {
+    fn command(&self) -> Option<&str> {
+        self.spec.map(|c| c.name).or(self.uncatalogued.as_deref())
+    }
 }
 
 pub async fn handle(
@@ -72,7 +77,7 @@ pub async fn handle(
     let elapsed = arrival.elapsed();
     shared.metrics.request(
         trace.spec,
-        trace.command.is_some(),
+        trace.command().is_some(),
         outcome,
         trace.kind,
         elapsed.as_secs_f64(),
@@ -83,7 +88,7 @@ pub async fn handle(
         listener = %peer.listener,
         peer = %peer.addr,
         sdkappid = trace.sdkappid,
-        command = trace.command.as_deref().unwrap_or(""),
+        command = trace.command().unwrap_or(""),
         kind = trace.kind.map(|k| match k { Kind::Decision => "decision", Kind::Notification => "notification" }),
         route = trace.route,
         outcome = outcome.as_str(),
@@ -119,10 +124,9 @@ async fn process(
     let command = query.command.as_deref().ok_or(Rejection::MissingCommand)?;
     let spec = catalog::lookup(command);
     trace.spec = spec;
-    trace.command = Some(match spec {
-        Some(c) => Cow::Borrowed(c.name),
-        None => Cow::Owned(command.to_owned()),
-    });
+    if spec.is_none() {
+        trace.uncatalogued = Some(command.to_owned());
+    }
     if let Some(token) = &app.token {
         validate::verify_sign(
             token.expose(),

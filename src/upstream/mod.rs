@@ -209,16 +209,10 @@ impl UpstreamClient {
                 source,
             }
         })?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let https = crate::tls::https_connector(tls, tcp);
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_timer(TokioTimer::new())
@@ -299,14 +293,13 @@ impl UpstreamClient {
         headers.insert(X_REQUEST_ID, fwd.request_id.clone());
         headers.insert(X_FORWARDED_FOR, forwarded_for(fwd.peer));
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
-        let thread = crate::server::cores::current();
         let (response, lease) = match &self.transport {
             Transport::Plain(pool) => {
                 let (response, lease) = pool.send(request).await?;
                 (response, Some((pool, lease)))
             }
             Transport::Tls(clients) => {
-                let client = &clients[thread % clients.len()];
+                let client = &clients[crate::server::cores::current() % clients.len()];
                 (client.request(request).await?, None)
             }
         };
