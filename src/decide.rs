@@ -14,46 +14,25 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
+use crate::common::{CallResult, FallbackReason, Forward};
 use crate::config::Policy;
 use crate::metrics::Metrics;
 use crate::route::RouteEntry;
-use crate::state::{RouteUpstream, Snapshot};
-use crate::upstream::{CallError, Forward, UpstreamClient, verdict};
-
-/// Why the gateway answered a decision itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FallbackReason {
-    /// The deadline came before an answer decided.
-    Timeout,
-    /// Every upstream that could decide failed before the deadline.
-    UpstreamFailed,
-    /// No route for the command.
-    NoRoute,
-}
-
-impl FallbackReason {
-    pub fn label(self) -> &'static str {
-        match self {
-            FallbackReason::Timeout => "timeout",
-            FallbackReason::UpstreamFailed => "upstream_failed",
-            FallbackReason::NoRoute => "no_route",
-        }
-    }
-}
+use crate::snapshot::{RouteUpstream, Snapshot};
+use crate::upstream::{CallError, UpstreamClient, error_code};
 
 /// What happened with one upstream, for the request's log line.
 #[derive(Debug, Clone)]
 pub struct UpstreamResult {
     pub upstream: Arc<str>,
-    /// ok, error, timeout, bad_answer, or cancelled (the answer was already
-    /// decided by another upstream).
-    pub result: &'static str,
+    pub result: CallResult,
     pub code: Option<i64>,
     pub elapsed: Duration,
 }
 
+/// How a decision is answered.
 #[derive(Debug)]
-pub enum Verdict {
+pub enum Reply {
     /// An upstream's answer, to return byte for byte.
     Upstream {
         upstream: Arc<str>,
@@ -62,9 +41,11 @@ pub enum Verdict {
     Fallback(FallbackReason),
 }
 
+/// The end of one decision's fan-out: the reply, and what each upstream
+/// did (for the log line).
 #[derive(Debug)]
-pub struct Decided {
-    pub verdict: Verdict,
+pub struct FanOut {
+    pub reply: Reply,
     pub results: Vec<UpstreamResult>,
 }
 
@@ -85,7 +66,7 @@ pub async fn decide(
     fwd: &Forward,
     budget: Budget,
     metrics: &Arc<Metrics>,
-) -> Decided {
+) -> FanOut {
     let upstreams = snapshot.route_upstreams(route.index);
     let counting = match route.policy {
         Policy::Strictest => upstreams.len(),
@@ -117,36 +98,36 @@ async fn decide_one(
     budget: Budget,
     metrics: &Metrics,
     started: Instant,
-) -> Decided {
+) -> FanOut {
     let outcome = tokio::time::timeout_at(budget.deadline, call(up, fwd, budget)).await;
     let Ok(outcome) = outcome else {
-        metrics.upstream(&up.name, "timeout");
-        return Decided {
-            verdict: Verdict::Fallback(FallbackReason::Timeout),
+        metrics.upstream(&up.name, CallResult::Timeout);
+        return FanOut {
+            reply: Reply::Fallback(FallbackReason::Timeout),
             results: vec![UpstreamResult {
                 upstream: up.name.clone(),
-                result: "timeout",
+                result: CallResult::Timeout,
                 code: None,
                 elapsed: started.elapsed(),
             }],
         };
     };
-    let (label, code) = classify(&outcome);
-    metrics.upstream(&up.name, label);
+    let (result, code) = classify(&outcome);
+    metrics.upstream(&up.name, result);
     let results = vec![UpstreamResult {
         upstream: up.name.clone(),
-        result: label,
+        result,
         code,
         elapsed: started.elapsed(),
     }];
-    let verdict = match (outcome, code) {
-        (Ok(answer), Some(_)) => Verdict::Upstream {
+    let reply = match (outcome, code) {
+        (Ok(answer), Some(_)) => Reply::Upstream {
             upstream: up.name.clone(),
             body: answer.body,
         },
-        _ => Verdict::Fallback(FallbackReason::UpstreamFailed),
+        _ => Reply::Fallback(FallbackReason::UpstreamFailed),
     };
-    Decided { verdict, results }
+    FanOut { reply, results }
 }
 
 /// The call to one upstream; the deadline bounds it from outside, only an
@@ -164,14 +145,14 @@ async fn call(
     }
 }
 
-/// The `result` label and the decision code of one call's outcome.
-fn classify(outcome: &Result<crate::upstream::Answer, CallError>) -> (&'static str, Option<i64>) {
+/// The result and the `ErrorCode` of one call's outcome.
+fn classify(outcome: &Result<crate::upstream::Answer, CallError>) -> (CallResult, Option<i64>) {
     match outcome {
-        Ok(answer) => match verdict(answer) {
-            Some(code) => ("ok", Some(code)),
-            None => ("bad_answer", None),
+        Ok(answer) => match error_code(answer) {
+            Some(code) => (CallResult::Ok, Some(code)),
+            None => (CallResult::BadAnswer, None),
         },
-        Err(e) => (e.label(), None),
+        Err(e) => (e.result(), None),
     }
 }
 
@@ -182,7 +163,7 @@ async fn decide_all(
     budget: Budget,
     metrics: &Metrics,
     started: Instant,
-) -> Decided {
+) -> FanOut {
     let counting = upstreams.len();
     let mut results: Vec<Option<UpstreamResult>> = vec![None; counting];
     // The calls borrow the request's data: this function awaits or drops
@@ -195,30 +176,30 @@ async fn decide_all(
 
     let mut first_zero: Option<Bytes> = None;
     let mut failed = 0usize;
-    let verdict = loop {
+    let reply = loop {
         let next = tokio::time::timeout_at(budget.deadline, calls.next()).await;
         let (i, outcome, elapsed) = match next {
-            Err(_) => break Verdict::Fallback(FallbackReason::Timeout),
-            Ok(None) if failed > 0 => break Verdict::Fallback(FallbackReason::UpstreamFailed),
+            Err(_) => break Reply::Fallback(FallbackReason::Timeout),
+            Ok(None) if failed > 0 => break Reply::Fallback(FallbackReason::UpstreamFailed),
             Ok(None) => match first_zero.take() {
                 // Everyone allowed: the first upstream's answer may carry
                 // modifications (MsgBody, RefusedMembers_Account...).
                 Some(body) => {
-                    break Verdict::Upstream {
+                    break Reply::Upstream {
                         upstream: upstreams[0].name.clone(),
                         body,
                     };
                 }
-                None => break Verdict::Fallback(FallbackReason::UpstreamFailed),
+                None => break Reply::Fallback(FallbackReason::UpstreamFailed),
             },
             Ok(Some(call)) => call,
         };
         let name = &upstreams[i].name;
-        let (label, code) = classify(&outcome);
-        metrics.upstream(name, label);
+        let (result, code) = classify(&outcome);
+        metrics.upstream(name, result);
         results[i] = Some(UpstreamResult {
             upstream: name.clone(),
-            result: label,
+            result,
             code,
             elapsed,
         });
@@ -226,7 +207,7 @@ async fn decide_all(
             (Ok(answer), Some(0)) if i == 0 => first_zero = Some(answer.body),
             (Ok(_), Some(0)) => {}
             (Ok(answer), Some(_)) => {
-                break Verdict::Upstream {
+                break Reply::Upstream {
                     upstream: name.clone(),
                     body: answer.body,
                 };
@@ -237,15 +218,19 @@ async fn decide_all(
     drop(calls);
 
     // Calls still running were cancelled when `calls` dropped above.
-    let timed_out = matches!(verdict, Verdict::Fallback(FallbackReason::Timeout));
+    let timed_out = matches!(reply, Reply::Fallback(FallbackReason::Timeout));
     let results = results
         .into_iter()
         .zip(upstreams)
         .map(|(r, up)| {
             r.unwrap_or_else(|| {
-                let result = if timed_out { "timeout" } else { "cancelled" };
+                let result = if timed_out {
+                    CallResult::Timeout
+                } else {
+                    CallResult::Cancelled
+                };
                 if timed_out {
-                    metrics.upstream(&up.name, "timeout");
+                    metrics.upstream(&up.name, result);
                 }
                 UpstreamResult {
                     upstream: up.name.clone(),
@@ -256,7 +241,7 @@ async fn decide_all(
             })
         })
         .collect();
-    Decided { verdict, results }
+    FanOut { reply, results }
 }
 
 /// A mirror gets the callback; its answer is only logged and counted.
@@ -269,15 +254,11 @@ fn spawn_mirror(
 ) {
     tokio::spawn(async move {
         let call = client.call(&fwd, budget.max_answer, None);
-        let label = match tokio::time::timeout_at(budget.deadline, call).await {
-            Err(_) => "timeout",
-            Ok(Err(e)) => e.label(),
-            Ok(Ok(answer)) => match verdict(&answer) {
-                Some(_) => "ok",
-                None => "bad_answer",
-            },
+        let result = match tokio::time::timeout_at(budget.deadline, call).await {
+            Err(_) => CallResult::Timeout,
+            Ok(outcome) => classify(&outcome).0,
         };
-        metrics.upstream(&name, label);
-        tracing::debug!(request_id = fwd.request_id(), upstream = %name, result = label, "mirror answered");
+        metrics.upstream(&name, result);
+        tracing::debug!(request_id = fwd.request_id(), upstream = %name, result = result.as_str(), "mirror answered");
     });
 }

@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::catalog::{self, Command, Kind};
-use crate::respond::Outcome;
+use crate::common::{CallResult, DeliveryResult, FallbackReason, Outcome};
 
 pub type Label = Cow<'static, str>;
 
@@ -248,28 +248,30 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn upstream(&self, upstream: &Arc<str>, result: &'static str) {
+    /// Counts one finished upstream call (a cancelled one is not a call's
+    /// result and is never counted).
+    pub fn upstream(&self, upstream: &Arc<str>, result: CallResult) {
         self.upstream_requests
             .get_or_create(&UpstreamLabels {
                 upstream: Name(upstream.clone()),
-                result: Cow::Borrowed(result),
+                result: Cow::Borrowed(result.as_str()),
             })
             .inc();
     }
 
-    pub fn fallback(&self, reason: &'static str) {
+    pub fn fallback(&self, reason: FallbackReason) {
         self.fallbacks
             .get_or_create(&ReasonLabels {
-                reason: Cow::Borrowed(reason),
+                reason: Cow::Borrowed(reason.as_str()),
             })
             .inc();
     }
 
-    pub fn delivery(&self, upstream: &str, result: &'static str) {
+    pub fn delivery(&self, upstream: &str, result: DeliveryResult) {
         self.deliveries
             .get_or_create(&UpstreamLabels {
                 upstream: Name(Arc::from(upstream)),
-                result: Cow::Borrowed(result),
+                result: Cow::Borrowed(result.as_str()),
             })
             .inc();
     }

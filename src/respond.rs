@@ -7,6 +7,7 @@ use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
+pub use crate::common::Outcome;
 use crate::config::OnTimeout;
 use crate::validate::body::BodyError;
 use crate::validate::{QueryError, SignError};
@@ -16,38 +17,6 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 pub type Body = Full<Bytes>;
-
-/// How a callback was answered: the value of `x-callgate-outcome` and the
-/// `outcome` label of `callgate_requests_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Upstream,
-    Fallback,
-    Queued,
-    Unrouted,
-    Rejected,
-}
-
-impl Outcome {
-    /// Every outcome, in discriminant order.
-    pub const ALL: [Outcome; 5] = [
-        Outcome::Upstream,
-        Outcome::Fallback,
-        Outcome::Queued,
-        Outcome::Unrouted,
-        Outcome::Rejected,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Upstream => "upstream",
-            Outcome::Fallback => "fallback",
-            Outcome::Queued => "queued",
-            Outcome::Unrouted => "unrouted",
-            Outcome::Rejected => "rejected",
-        }
-    }
-}
 
 /// Why a callback was refused. The variants follow SPEC 4.1's order.
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +41,9 @@ pub enum Rejection {
     Body(#[from] BodyError),
     #[error("unknown command {0} (strict_commands)")]
     UnknownCommand(String),
+    /// The notification store cannot take it (full, failing, away).
     #[error("{0}")]
-    Outbox(#[from] crate::deliver::Refused),
+    Unavailable(String),
 }
 
 impl Rejection {
@@ -88,7 +58,7 @@ impl Rejection {
             Rejection::BodyRead(_) | Rejection::Body(_) | Rejection::UnknownCommand(_) => {
                 StatusCode::BAD_REQUEST
             }
-            Rejection::Outbox(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -75,9 +75,9 @@ pub struct RouteEntry {
     pub kind: Option<Kind>,
 }
 
-/// What routing decided for one callback.
+/// Where routing sends one callback, and under which terms.
 #[derive(Debug, Clone, Copy)]
-pub struct Decision<'a> {
+pub struct Routed<'a> {
     pub kind: Kind,
     pub route: Option<&'a RouteEntry>,
     pub deadline: Duration,
@@ -129,13 +129,13 @@ impl RouteTable {
 
     /// Routes a command: the route (if any) and its kind, deadline and
     /// fallback. A route's `kind:` overrides the catalog.
-    pub fn route(&self, command: &str, sdkappid: u64) -> Decision<'_> {
+    pub fn route(&self, command: &str, sdkappid: u64) -> Routed<'_> {
         let route = self.find(command, sdkappid);
         let kind = route
             .and_then(|r| r.kind)
             .or_else(|| catalog::lookup(command).map(|c| c.kind))
             .unwrap_or_else(|| catalog::kind_by_name(command));
-        Decision {
+        Routed {
             kind,
             route,
             deadline: route.map_or(self.default_deadline, |r| r.deadline),

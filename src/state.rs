@@ -1,96 +1,26 @@
-//! The live state every request reads: one immutable [`Snapshot`] per
-//! config generation behind an `ArcSwap`. A request loads the snapshot once
-//! and keeps it to its end, so a reload never changes a request halfway.
+//! The live state of one running gateway, shared by the listeners, the
+//! admin server and the delivery backend: the [`Snapshot`] in force behind
+//! an `ArcSwap`, the metrics, the serving threads, the delivery backend and
+//! readiness.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
-use crate::deliver::Deliverer;
+use crate::deliver::{self, Deliverer};
 use crate::metrics::Metrics;
-use crate::route::RouteTable;
-use crate::server::cores::Cores;
-use crate::upstream::{UpstreamClient, UpstreamError};
-
-pub struct Snapshot {
-    pub generation: u64,
-    pub config: Arc<Config>,
-    pub routes: RouteTable,
-    pub upstreams: HashMap<Arc<str>, Arc<UpstreamClient>>,
-    /// Each route's upstreams with their clients, by route index: resolved
-    /// once per generation so a decision does no map lookup.
-    route_upstreams: Vec<Vec<RouteUpstream>>,
-}
-
-/// One upstream of a route. `client` is `None` only if the config named an
-/// upstream it lacks, which validation rules out.
-#[derive(Debug, Clone)]
-pub struct RouteUpstream {
-    pub name: Arc<str>,
-    pub client: Option<Arc<UpstreamClient>>,
-}
-
-impl Snapshot {
-    /// Builds the snapshot for `config`. Upstream clients whose settings did
-    /// not change are taken over from `previous`, keeping their pooled
-    /// connections.
-    pub fn build(
-        config: Config,
-        generation: u64,
-        previous: Option<&Snapshot>,
-    ) -> Result<Self, UpstreamError> {
-        let mut upstreams = HashMap::with_capacity(config.upstreams.len());
-        for (name, up) in &config.upstreams {
-            let reused = previous
-                .and_then(|p| p.upstreams.get(name.as_str()))
-                .filter(|c| c.config == *up)
-                .cloned();
-            let client = match reused {
-                Some(c) => c,
-                None => Arc::new(UpstreamClient::new(up)?),
-            };
-            upstreams.insert(Arc::from(name.as_str()), client);
-        }
-        let routes = RouteTable::new(&config);
-        let route_upstreams = routes
-            .entries()
-            .iter()
-            .map(|r| {
-                r.upstreams
-                    .iter()
-                    .map(|name| RouteUpstream {
-                        name: name.clone(),
-                        client: upstreams.get(name).cloned(),
-                    })
-                    .collect()
-            })
-            .collect();
-        Ok(Self {
-            generation,
-            routes,
-            config: Arc::new(config),
-            upstreams,
-            route_upstreams,
-        })
-    }
-
-    /// The upstreams of the route with index `route`, in config order.
-    pub fn route_upstreams(&self, route: usize) -> &[RouteUpstream] {
-        self.route_upstreams.get(route).map_or(&[], Vec::as_slice)
-    }
-
-    pub fn upstream(&self, name: &str) -> Option<&Arc<UpstreamClient>> {
-        self.upstreams.get(name)
-    }
-}
+use crate::runtime::Cores;
+use crate::snapshot::Snapshot;
+use crate::upstream::UpstreamError;
 
 /// Everything shared by the listeners, the admin server and the delivery
 /// workers of one running gateway.
 pub struct Shared {
-    pub snapshot: ArcSwap<Snapshot>,
+    /// Shared with the delivery backend, which reads retry settings and
+    /// upstream clients from the generation in force.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
     pub deliverer: Deliverer,
     /// The serving threads: connections and delivery attempts run there.
@@ -110,7 +40,7 @@ impl Shared {
         metrics.config_generation.set(first.generation as i64);
         let next = first.generation + 1;
         Arc::new(Self {
-            snapshot: ArcSwap::from_pointee(first),
+            snapshot: Arc::new(ArcSwap::from_pointee(first)),
             metrics,
             deliverer,
             cores,
@@ -122,6 +52,15 @@ impl Shared {
 
     pub fn load(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// What the delivery backend may see of the gateway.
+    pub fn delivery_context(&self) -> deliver::Context {
+        deliver::Context {
+            snapshot: self.snapshot.clone(),
+            metrics: self.metrics.clone(),
+            cores: self.cores.clone(),
+        }
     }
 
     /// Validates nothing (the caller already has a valid `Config`): builds

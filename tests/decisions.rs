@@ -497,7 +497,7 @@ async fn sequential_decisions_share_one_upstream_connection() {
     // One connection per serving thread at most: the rest were reused.
     let connections = accepted.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
-        (1..=callgate::server::cores::count()).contains(&connections),
+        (1..=callgate::runtime::count()).contains(&connections),
         "{connections} upstream connections for 20 sequential decisions"
     );
     gw.shutdown().await;

@@ -709,7 +709,7 @@ async fn a_stream_deleted_under_running_gateways_is_put_back_without_losing_what
 /// (IM a 503) rather than a 200 for a lost event.
 #[tokio::test]
 async fn a_new_events_stream_takes_no_event_before_its_consumers_exist() {
-    use callgate::jetstream::{Names, bind_events, ensure_consumer, ensure_streams};
+    use callgate::deliver::fleet::streams::{Names, bind_events, ensure_consumer, ensure_streams};
     let nats = NatsNode::start();
     let yaml = format!(
         "listeners:\n  - addr: \"127.0.0.1:0\"\napps:\n  - sdkappid: {APP}\n{}upstreams:\n  legacy:\n    url: \"http://127.0.0.1:9/\"\n{}",

@@ -205,7 +205,7 @@ async fn unchanged_upstreams_keep_their_connections_across_reloads() {
     // Each serving thread has its own pool and takes every n-th
     // connection: with a reload before every call, a dropped pool would
     // show as one upstream connection per call.
-    let threads = callgate::server::cores::count();
+    let threads = callgate::runtime::count();
     let calls = 2 * threads + 2;
     for _ in 0..calls {
         gw.callback(CMD, GROUP_SEND).await;

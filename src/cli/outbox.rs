@@ -9,10 +9,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
+use crate::common::now_ms;
 use crate::config::{Backend, Config, Nats};
-use crate::deliver::now_ms;
-use crate::jetstream::admin::Admin;
-use crate::outbox::{Row, Store};
+use crate::deliver::embedded::{Row, Store};
+use crate::deliver::fleet::admin::Admin;
 
 #[derive(Args, Debug)]
 pub struct OutboxArgs {
@@ -172,7 +172,7 @@ fn print_row(
 }
 
 pub fn run(dir: &Path, action: &Action) -> anyhow::Result<()> {
-    if !dir.join(crate::outbox::store::FILE_NAME).exists() {
+    if !dir.join(crate::deliver::embedded::FILE_NAME).exists() {
         anyhow::bail!(
             "no outbox at {} (nothing was ever queued there)",
             dir.display()

@@ -87,7 +87,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
             anyhow::anyhow!(
                 "request to {} failed: {}",
                 args.url,
-                crate::upstream::chain(&*e)
+                crate::common::chain(&*e)
             )
         })?;
     out!("HTTP {status}");

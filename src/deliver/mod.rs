@@ -8,18 +8,29 @@
 //! each (event, upstream) pair is retried with [`backoff`] and
 //! dead-lettered after `max_attempts` or `max_age`.
 
-mod embedded;
-mod fleet;
+//!
+//! The pieces: `record` (the stored event, the same bytes on both
+//! backends), `embedded` (scheduler, group-commit writer, redb store) and
+//! `fleet` (supervisor, workers, streams, the operator commands on NATS).
+
+pub mod embedded;
+pub mod fleet;
+pub mod record;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
+use crate::common::{DeliveryResult, Forward};
 use crate::config::{Backend, Delivery};
-use crate::outbox::OutboxError;
-use crate::state::Shared;
-use crate::upstream::{Forward, UpstreamClient};
+use crate::metrics::Metrics;
+use crate::respond::Rejection;
+use crate::runtime::Cores;
+use crate::snapshot::Snapshot;
+use crate::upstream::UpstreamClient;
 
-pub use embedded::Embedded;
+pub use embedded::{Embedded, OutboxError};
 pub use fleet::Fleet;
 
 /// The most an upstream's answer to a notification is read (it is ignored).
@@ -27,9 +38,26 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// Cap on one delivery attempt when the upstream sets no `timeout`.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What a delivery backend sees of the running gateway: the generation
+/// in force (retry settings, upstream clients), the metrics and the
+/// serving threads that run attempts. Narrow on purpose: delivery knows
+/// nothing of listeners, readiness or reloads.
+#[derive(Clone)]
+pub struct Context {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub metrics: Arc<Metrics>,
+    pub cores: Arc<Cores>,
+}
+
+impl Context {
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+}
+
 /// Why a notification was not taken; IM gets 503 for each.
 #[derive(Debug, thiserror::Error)]
-pub enum Refused {
+pub enum EnqueueError {
     #[error("the outbox is full")]
     Full,
     #[error("the outbox cannot store the notification: {0}")]
@@ -40,12 +68,18 @@ pub enum Refused {
     ShuttingDown,
 }
 
+impl From<EnqueueError> for Rejection {
+    fn from(e: EnqueueError) -> Self {
+        Rejection::Unavailable(e.to_string())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error(transparent)]
     Outbox(#[from] OutboxError),
     #[error(transparent)]
-    JetStream(#[from] crate::jetstream::JetStreamError),
+    JetStream(#[from] fleet::streams::JetStreamError),
 }
 
 /// The outcome of one delivery attempt.
@@ -73,31 +107,32 @@ impl Deliverer {
     }
 
     /// Starts delivering (and, for NATS, setting up streams and consumers).
-    pub fn start(&self, shared: &Arc<Shared>) {
+    pub fn start(&self, ctx: &Context) {
         match self {
-            Self::Embedded(e) => e.start(shared),
-            Self::Fleet(f) => f.start(shared),
+            Self::Embedded(e) => e.start(ctx),
+            Self::Fleet(f) => f.start(ctx),
         }
     }
 
-    /// Stores the notification for each upstream, or refuses it whole.
+    /// Stores the notification for each upstream, or refuses it whole
+    /// (a 503 for IM).
     pub async fn enqueue(
         &self,
-        shared: &Shared,
+        metrics: &Metrics,
         fwd: &Forward,
         command: &str,
         upstreams: &[Arc<str>],
-    ) -> Result<(), Refused> {
+    ) -> Result<(), Rejection> {
         let result = match self {
-            Self::Embedded(e) => e.enqueue(shared, fwd, command, upstreams).await,
+            Self::Embedded(e) => e.enqueue(metrics, fwd, command, upstreams).await,
             Self::Fleet(f) => f.enqueue(fwd, command, upstreams).await,
         };
         if result.is_err() {
             for name in upstreams {
-                shared.metrics.delivery(name, "dropped");
+                metrics.delivery(name, DeliveryResult::Dropped);
             }
         }
-        result
+        result.map_err(Rejection::from)
     }
 
     /// Whether notifications can be taken now (`/readyz`).
@@ -116,12 +151,6 @@ impl Deliverer {
             Self::Fleet(f) => f.shutdown(grace).await,
         }
     }
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// One attempt: POST the notification; any 2xx is delivered.

@@ -15,10 +15,11 @@ use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 
 use crate::catalog::{self, Kind};
-use crate::decide::{self, Budget, UpstreamResult, Verdict};
+use crate::common::{FallbackReason, Forward};
+use crate::decide::{self, Budget, Reply, UpstreamResult};
 use crate::respond::{self, Body, Outcome, Rejection};
-use crate::state::{Shared, Snapshot};
-use crate::upstream::Forward;
+use crate::snapshot::Snapshot;
+use crate::state::Shared;
 use crate::validate::{self, body::check_body};
 
 /// What the connection knows about its client.
@@ -51,6 +52,19 @@ impl Trace {
     }
 }
 
+/// One callback being handled: what it arrived with, and what is found
+/// out along the way.
+struct Callback<'a> {
+    shared: &'a Arc<Shared>,
+    /// The config generation this callback is handled on, start to end.
+    snapshot: &'a Snapshot,
+    peer: &'a Peer,
+    arrival: Instant,
+    /// Built once: the answer and every upstream request carry it.
+    request_id: &'a http::HeaderValue,
+    trace: Trace,
+}
+
 pub async fn handle(
     shared: Arc<Shared>,
     peer: Arc<Peer>,
@@ -59,21 +73,24 @@ pub async fn handle(
     let arrival = Instant::now();
     let id = RequestId::new();
     let request_id = id.as_str();
-    // Built once: the answer and every upstream request carry it.
     let id_header = id.header();
     let snapshot = shared.load();
-    let mut trace = Trace::default();
-    let (response, outcome) = match process(
-        &shared, &snapshot, &peer, request, arrival, &id_header, &mut trace,
-    )
-    .await
-    {
+    let mut callback = Callback {
+        shared: &shared,
+        snapshot: &snapshot,
+        peer: &peer,
+        arrival,
+        request_id: &id_header,
+        trace: Trace::default(),
+    };
+    let (response, outcome) = match callback.process(request).await {
         Ok(done) => done,
         Err(rejection) => {
-            trace.detail = Some(rejection.to_string());
+            callback.trace.detail = Some(rejection.to_string());
             (rejection.into_response(&id_header), Outcome::Rejected)
         }
     };
+    let trace = callback.trace;
     let elapsed = arrival.elapsed();
     shared.metrics.request(
         trace.spec,
@@ -101,102 +118,103 @@ pub async fn handle(
     Ok(response)
 }
 
-async fn process(
-    shared: &Arc<Shared>,
-    snapshot: &Snapshot,
-    peer: &Peer,
-    request: Request<Incoming>,
-    arrival: Instant,
-    request_id: &http::HeaderValue,
-    trace: &mut Trace,
-) -> Result<(Response<Body>, Outcome), Rejection> {
-    let config = &snapshot.config;
-    if request.method() != Method::POST {
-        return Err(Rejection::Method);
-    }
-    let raw_query: Arc<str> = Arc::from(request.uri().query().unwrap_or(""));
-    let query = validate::parse_query(&raw_query)?;
-    trace.sdkappid = Some(query.sdkappid);
-    let app = config
-        .apps
-        .get(&query.sdkappid)
-        .ok_or(Rejection::UnknownApp(query.sdkappid))?;
-    let command = query.command.as_deref().ok_or(Rejection::MissingCommand)?;
-    let spec = catalog::lookup(command);
-    trace.spec = spec;
-    if spec.is_none() {
-        trace.uncatalogued = Some(command.to_owned());
-    }
-    if let Some(token) = &app.token {
-        validate::verify_sign(
-            token.expose(),
-            query.request_time.as_deref(),
-            query.sign.as_deref(),
-            config.limits.sign_window,
-            SystemTime::now(),
-        )?;
-    }
-
-    let body = read_body(
-        request.into_body(),
-        config.limits.max_body,
-        arrival + config.limits.header_timeout,
-    )
-    .await?;
-    check_body(&body, command, spec)?;
-    if config.defaults.strict_commands && spec.is_none() {
-        return Err(Rejection::UnknownCommand(command.to_owned()));
-    }
-
-    let routed = snapshot.routes.route(command, query.sdkappid);
-    trace.kind = Some(routed.kind);
-    let Some(route) = routed.route else {
-        if routed.kind == Kind::Decision {
-            shared
-                .metrics
-                .fallback(decide::FallbackReason::NoRoute.label());
+impl Callback<'_> {
+    /// The checks of SPEC 4.1 in order, then routing, then the decision or
+    /// the notification.
+    async fn process(
+        &mut self,
+        request: Request<Incoming>,
+    ) -> Result<(Response<Body>, Outcome), Rejection> {
+        let (shared, snapshot, peer, request_id) =
+            (self.shared, self.snapshot, self.peer, self.request_id);
+        let arrival = self.arrival;
+        let trace = &mut self.trace;
+        let config = &snapshot.config;
+        if request.method() != Method::POST {
+            return Err(Rejection::Method);
         }
-        return Ok((
-            unrouted(routed.kind, routed.on_timeout, request_id),
-            Outcome::Unrouted,
-        ));
-    };
-    trace.route = Some(route.index);
-    let fwd = Forward {
-        query: raw_query.clone(),
-        body,
-        request_id: request_id.clone(),
-        peer: peer.addr.ip(),
-        proto: peer.proto,
-    };
-    match routed.kind {
-        Kind::Decision => {
-            let budget = Budget {
-                deadline: arrival + routed.deadline,
-                max_answer: usize::try_from(config.limits.max_body).unwrap_or(usize::MAX),
-            };
-            let decided = decide::decide(snapshot, route, &fwd, budget, &shared.metrics).await;
-            trace.results = decided.results;
-            match decided.verdict {
-                Verdict::Upstream { body, .. } => {
-                    Ok((respond::upstream(body, request_id), Outcome::Upstream))
-                }
-                Verdict::Fallback(reason) => {
-                    shared.metrics.fallback(reason.label());
-                    trace.detail = Some(format!("fallback: {}", reason.label()));
-                    Ok((
-                        respond::fallback(routed.on_timeout, request_id),
-                        Outcome::Fallback,
-                    ))
+        let raw_query: Arc<str> = Arc::from(request.uri().query().unwrap_or(""));
+        let query = validate::parse_query(&raw_query)?;
+        trace.sdkappid = Some(query.sdkappid);
+        let app = config
+            .apps
+            .get(&query.sdkappid)
+            .ok_or(Rejection::UnknownApp(query.sdkappid))?;
+        let command = query.command.as_deref().ok_or(Rejection::MissingCommand)?;
+        let spec = catalog::lookup(command);
+        trace.spec = spec;
+        if spec.is_none() {
+            trace.uncatalogued = Some(command.to_owned());
+        }
+        if let Some(token) = &app.token {
+            validate::verify_sign(
+                token.expose(),
+                query.request_time.as_deref(),
+                query.sign.as_deref(),
+                config.limits.sign_window,
+                SystemTime::now(),
+            )?;
+        }
+
+        let body = read_body(
+            request.into_body(),
+            config.limits.max_body,
+            arrival + config.limits.header_timeout,
+        )
+        .await?;
+        check_body(&body, command, spec)?;
+        if config.defaults.strict_commands && spec.is_none() {
+            return Err(Rejection::UnknownCommand(command.to_owned()));
+        }
+
+        let routed = snapshot.routes.route(command, query.sdkappid);
+        trace.kind = Some(routed.kind);
+        let Some(route) = routed.route else {
+            if routed.kind == Kind::Decision {
+                shared.metrics.fallback(FallbackReason::NoRoute);
+            }
+            return Ok((
+                unrouted(routed.kind, routed.on_timeout, request_id),
+                Outcome::Unrouted,
+            ));
+        };
+        trace.route = Some(route.index);
+        let fwd = Forward {
+            query: raw_query.clone(),
+            body,
+            request_id: request_id.clone(),
+            peer: peer.addr.ip(),
+            proto: peer.proto,
+        };
+        match routed.kind {
+            Kind::Decision => {
+                let budget = Budget {
+                    deadline: arrival + routed.deadline,
+                    max_answer: usize::try_from(config.limits.max_body).unwrap_or(usize::MAX),
+                };
+                let fan_out = decide::decide(snapshot, route, &fwd, budget, &shared.metrics).await;
+                trace.results = fan_out.results;
+                match fan_out.reply {
+                    Reply::Upstream { body, .. } => {
+                        Ok((respond::upstream(body, request_id), Outcome::Upstream))
+                    }
+                    Reply::Fallback(reason) => {
+                        shared.metrics.fallback(reason);
+                        trace.detail = Some(format!("fallback: {}", reason.as_str()));
+                        Ok((
+                            respond::fallback(routed.on_timeout, request_id),
+                            Outcome::Fallback,
+                        ))
+                    }
                 }
             }
-        }
-        Kind::Notification => {
-            shared
-                .deliverer
-                .enqueue(shared, &fwd, command, &route.upstreams)
-                .await?;
-            Ok((respond::ok(Outcome::Queued, request_id), Outcome::Queued))
+            Kind::Notification => {
+                shared
+                    .deliverer
+                    .enqueue(&shared.metrics, &fwd, command, &route.upstreams)
+                    .await?;
+                Ok((respond::ok(Outcome::Queued, request_id), Outcome::Queued))
+            }
         }
     }
 }
@@ -300,7 +318,7 @@ impl fmt::Display for Results<'_> {
             if i > 0 {
                 f.write_str(",")?;
             }
-            write!(f, "{}={}", r.upstream, r.result)?;
+            write!(f, "{}={}", r.upstream, r.result.as_str())?;
             if let Some(code) = r.code {
                 write!(f, ":{code}")?;
             }

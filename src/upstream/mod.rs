@@ -2,7 +2,6 @@
 //! settings are its own), and the request callgate sends them (SPEC 4.4).
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::common::{CallResult, Forward, chain};
 use crate::config::Upstream;
 
 mod pool;
@@ -52,47 +52,16 @@ pub enum CallError {
     Request(#[from] http::Error),
 }
 
-/// An error with its sources, `a: b: c`, for logs and dead letters.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 impl CallError {
-    /// The `result` label of `callgate_upstream_requests_total`.
-    pub fn label(&self) -> &'static str {
+    /// What this failure counts as in metrics and logs.
+    pub fn result(&self) -> CallResult {
         match self {
-            CallError::Timeout => "timeout",
-            CallError::Body(_) => "bad_answer",
-            CallError::Transport(_) | CallError::Connection(_) | CallError::Request(_) => "error",
+            CallError::Timeout => CallResult::Timeout,
+            CallError::Body(_) => CallResult::BadAnswer,
+            CallError::Transport(_) | CallError::Connection(_) | CallError::Request(_) => {
+                CallResult::Error
+            }
         }
-    }
-}
-
-/// What callgate forwards: shared by every upstream of a callback, cheap
-/// to clone (the body is reference-counted, never copied).
-#[derive(Debug, Clone)]
-pub struct Forward {
-    /// The callback's query string, as received.
-    pub query: Arc<str>,
-    pub body: Bytes,
-    /// Ready to send as `x-request-id` (cloning it shares the bytes).
-    pub request_id: HeaderValue,
-    pub peer: IpAddr,
-    pub proto: &'static str,
-}
-
-impl Forward {
-    /// The request id as text, for logs and records.
-    pub fn request_id(&self) -> &str {
-        // Made of hex digits (or read back from a record callgate wrote).
-        self.request_id.to_str().unwrap_or("-")
     }
 }
 
@@ -151,7 +120,7 @@ impl UpstreamClient {
             _ => None,
         };
         let url = &config.url;
-        let threads = crate::server::cores::count() + 1;
+        let threads = crate::runtime::count() + 1;
         let transport = if url.scheme() == Some(&Scheme::HTTP) {
             let port = url.port_u16().unwrap_or(80);
             let host = url.host().unwrap_or_default();
@@ -299,7 +268,7 @@ impl UpstreamClient {
                 (response, Some((pool, lease)))
             }
             Transport::Tls(clients) => {
-                let client = &clients[crate::server::cores::current() % clients.len()];
+                let client = &clients[crate::runtime::current() % clients.len()];
                 (client.request(request).await?, None)
             }
         };
@@ -350,11 +319,11 @@ fn forwarded_for(peer: IpAddr) -> HeaderValue {
     HeaderValue::from_bytes(text).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
-/// The decision an upstream's answer carries, when it counts (SPEC 4.2):
-/// HTTP 200 and a JSON object whose `ErrorCode` is an integer.
-pub fn verdict(answer: &Answer) -> Option<i64> {
+/// The `ErrorCode` of an upstream's answer, when the answer counts (SPEC
+/// 4.2): HTTP 200 and a JSON object whose `ErrorCode` is an integer.
+pub fn error_code(answer: &Answer) -> Option<i64> {
     #[derive(serde::Deserialize)]
-    struct Verdict {
+    struct Code {
         #[serde(rename = "ErrorCode")]
         code: i64,
     }
@@ -366,7 +335,7 @@ pub fn verdict(answer: &Answer) -> Option<i64> {
     if *first != b'{' {
         return None;
     }
-    serde_json::from_slice::<Verdict>(&answer.body)
+    serde_json::from_slice::<Code>(&answer.body)
         .ok()
         .map(|v| v.code)
 }
@@ -385,24 +354,27 @@ mod tests {
     #[test]
     fn only_200_objects_with_integer_codes_count() {
         assert_eq!(
-            verdict(&answer(
+            error_code(&answer(
                 200,
                 r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#
             )),
             Some(0)
         );
         assert_eq!(
-            verdict(&answer(200, r#" {"ErrorCode":1,"MsgBody":[]}"#)),
+            error_code(&answer(200, r#" {"ErrorCode":1,"MsgBody":[]}"#)),
             Some(1)
         );
-        assert_eq!(verdict(&answer(200, r#"{"ErrorCode":10100}"#)), Some(10100));
-        assert_eq!(verdict(&answer(500, r#"{"ErrorCode":0}"#)), None);
-        assert_eq!(verdict(&answer(200, r#"{"ErrorCode":"0"}"#)), None);
-        assert_eq!(verdict(&answer(200, r#"{"ErrorCode":1.5}"#)), None);
-        assert_eq!(verdict(&answer(200, r#"{"ActionStatus":"OK"}"#)), None);
-        assert_eq!(verdict(&answer(200, r#"[1]"#)), None);
-        assert_eq!(verdict(&answer(200, "ok")), None);
-        assert_eq!(verdict(&answer(200, "")), None);
+        assert_eq!(
+            error_code(&answer(200, r#"{"ErrorCode":10100}"#)),
+            Some(10100)
+        );
+        assert_eq!(error_code(&answer(500, r#"{"ErrorCode":0}"#)), None);
+        assert_eq!(error_code(&answer(200, r#"{"ErrorCode":"0"}"#)), None);
+        assert_eq!(error_code(&answer(200, r#"{"ErrorCode":1.5}"#)), None);
+        assert_eq!(error_code(&answer(200, r#"{"ActionStatus":"OK"}"#)), None);
+        assert_eq!(error_code(&answer(200, r#"[1]"#)), None);
+        assert_eq!(error_code(&answer(200, "ok")), None);
+        assert_eq!(error_code(&answer(200, "")), None);
     }
 
     #[test]

@@ -81,7 +81,7 @@ impl Pool {
 
     fn slot(&self) -> Option<&Mutex<Vec<Idle>>> {
         self.idle
-            .get(crate::server::cores::current() % self.idle.len().max(1))
+            .get(crate::runtime::current() % self.idle.len().max(1))
     }
 
     /// Sends `request` on an idle connection, else a new one. A request

@@ -1,5 +1,5 @@
 //! The `nats` backend: notifications on a JetStream stream shared by a
-//! fleet of gateways (layout in `crate::jetstream`).
+//! fleet of gateways (layout in `crate::deliver::fleet::streams`).
 //!
 //! IM gets 200 only after JetStream acknowledged the publish (with
 //! replicas > 1, after a quorum stored it); anything else is a 503. Every
@@ -9,8 +9,12 @@
 //! `max_attempts` or `max_age` the event is copied to the dead-letter
 //! stream and acked.
 //!
-//! `supervise` sets JetStream up and keeps the workers; `worker` delivers.
+//! `streams` names and sets up what lives on JetStream, `supervise` keeps
+//! it set up and runs the workers, `worker` delivers, `admin` serves the
+//! operator commands.
 
+pub mod admin;
+pub mod streams;
 mod supervise;
 mod worker;
 
@@ -27,13 +31,14 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::common::Forward;
 use crate::config::{Delivery, Nats};
-use crate::jetstream::{self as js, HDR_COMMAND, HDR_UPSTREAMS, JetStreamError, Names};
-use crate::outbox::EventRecord;
-use crate::state::Shared;
-use crate::upstream::Forward;
+use crate::deliver::Context;
+use crate::deliver::record::EventRecord;
+use streams::{self as js, HDR_COMMAND, HDR_UPSTREAMS, JetStreamError, Names};
 
-use super::{Refused, now_ms};
+use super::EnqueueError;
+use crate::common::now_ms;
 
 pub struct Fleet {
     inner: Arc<Inner>,
@@ -94,11 +99,11 @@ impl Fleet {
         })
     }
 
-    pub fn start(&self, shared: &Arc<Shared>) {
+    pub fn start(&self, ctx: &Context) {
         let inner = self.inner.clone();
         self.inner
             .tasks
-            .spawn(supervise::supervise(inner, shared.clone()));
+            .spawn(supervise::supervise(inner, ctx.clone()));
     }
 
     pub fn is_available(&self) -> bool {
@@ -110,20 +115,20 @@ impl Fleet {
         fwd: &Forward,
         command: &str,
         upstreams: &[Arc<str>],
-    ) -> Result<(), Refused> {
+    ) -> Result<(), EnqueueError> {
         let inner = &self.inner;
         if !inner.accepting.load(Ordering::SeqCst) {
-            return Err(Refused::ShuttingDown);
+            return Err(EnqueueError::ShuttingDown);
         }
         if !inner.set_up.load(Ordering::SeqCst) {
-            return Err(Refused::Unavailable(
+            return Err(EnqueueError::Unavailable(
                 "JetStream is not set up yet (is NATS reachable?)".into(),
             ));
         }
         // Fail fast: a publish while disconnected would wait in the
         // client's buffer past the time IM gives us.
         if !inner.connected() {
-            return Err(Refused::Unavailable("not connected to NATS".into()));
+            return Err(EnqueueError::Unavailable("not connected to NATS".into()));
         }
         let mut headers = HeaderMap::new();
         let targets: Vec<String> = upstreams.iter().map(|u| js::token(u)).collect();
@@ -209,14 +214,14 @@ impl Inner {
         id: &str,
         upstreams: &[Arc<str>],
         deadline: tokio::time::Instant,
-    ) -> Result<(), Refused> {
+    ) -> Result<(), EnqueueError> {
         loop {
             let consumers = tokio::time::timeout_at(deadline, self.ensure_consumers(upstreams));
             match consumers.await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(Refused::Unavailable(e.to_string())),
+                Ok(Err(e)) => return Err(EnqueueError::Unavailable(e.to_string())),
                 Err(_) => {
-                    return Err(Refused::Unavailable(
+                    return Err(EnqueueError::Unavailable(
                         "JetStream consumer set-up timed out".into(),
                     ));
                 }
@@ -235,7 +240,7 @@ impl Inner {
                 Ok(Ok(_ack)) => return Ok(()),
                 Ok(Err(e)) => e,
                 Err(_) => {
-                    return Err(Refused::Store(
+                    return Err(EnqueueError::Store(
                         "JetStream did not acknowledge the publish in time".into(),
                     ));
                 }
@@ -252,7 +257,7 @@ impl Inner {
                     | PublishErrorKind::MaxAckPending
             );
             if !retry || tokio::time::Instant::now() + Duration::from_millis(50) >= deadline {
-                return Err(Refused::Store(crate::upstream::chain(&error)));
+                return Err(EnqueueError::Store(crate::common::chain(&error)));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

@@ -12,11 +12,12 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::jetstream::{self as js, JetStreamError};
-use crate::state::{Shared, Snapshot};
+use crate::deliver::Context;
+use crate::deliver::fleet::streams::{self as js, JetStreamError};
+use crate::snapshot::Snapshot;
 
 use super::{Inner, worker};
-use crate::deliver::now_ms;
+use crate::common::now_ms;
 
 /// How often workers are matched to the config and the stream is probed.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
@@ -27,8 +28,8 @@ const MAX_SETUP_DELAY: Duration = Duration::from_secs(2);
 /// How long the readiness probe of the stream may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub(super) async fn supervise(inner: Arc<Inner>, shared: Arc<Shared>) {
-    if !set_up(&inner, &shared).await {
+pub(super) async fn supervise(inner: Arc<Inner>, ctx: Context) {
+    if !set_up(&inner, &ctx).await {
         return;
     }
     let mut workers: HashMap<Arc<str>, CancellationToken> = HashMap::new();
@@ -43,10 +44,10 @@ pub(super) async fn supervise(inner: Arc<Inner>, shared: Arc<Shared>) {
             _ = inner.stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let snapshot = shared.load();
+        let snapshot = ctx.load();
         if snapshot.generation != generation {
             generation = snapshot.generation;
-            match_workers(&inner, &shared, &snapshot, &mut workers);
+            match_workers(&inner, &ctx, &snapshot, &mut workers);
         }
         // The connection can be up while the stream has no leader (a
         // cluster that lost its quorum): readiness asks the stream.
@@ -88,20 +89,20 @@ pub(super) async fn supervise(inner: Arc<Inner>, shared: Arc<Shared>) {
         }
         inner.stream_reachable.store(reachable, Ordering::SeqCst);
         if reachable && ticks.is_multiple_of(VERIFY_EVERY) {
-            refresh_gauges(&inner, &shared, &snapshot, &mut strangers).await;
+            refresh_gauges(&inner, &ctx, &snapshot, &mut strangers).await;
         }
     }
 }
 
 /// Creates or checks the streams and this config's consumers, retrying
 /// until it works; false if the gateway stopped first.
-async fn set_up(inner: &Inner, shared: &Shared) -> bool {
+async fn set_up(inner: &Inner, ctx: &Context) -> bool {
     let mut delay = Duration::from_millis(100);
     let mut tries = 0u32;
     loop {
         let attempt = async {
             js::ensure_streams(&inner.admin, &inner.cfg, &inner.names, true).await?;
-            for name in shared.load().upstreams.keys() {
+            for name in ctx.load().upstreams.keys() {
                 let consumer =
                     js::ensure_consumer(&inner.admin, &inner.cfg, &inner.names, name).await?;
                 let ack_wait = consumer.cached_info().config.ack_wait;
@@ -147,7 +148,7 @@ async fn set_up(inner: &Inner, shared: &Shared) -> bool {
 /// of the fleet may still route to it.
 fn match_workers(
     inner: &Arc<Inner>,
-    shared: &Arc<Shared>,
+    ctx: &Context,
     snapshot: &Snapshot,
     workers: &mut HashMap<Arc<str>, CancellationToken>,
 ) {
@@ -156,7 +157,7 @@ fn match_workers(
             let stop = inner.stop.child_token();
             inner.tasks.spawn(worker::work(
                 inner.clone(),
-                shared.clone(),
+                ctx.clone(),
                 name.clone(),
                 stop.clone(),
             ));
@@ -191,7 +192,7 @@ async fn verify(inner: &Inner, snapshot: &Snapshot) -> Result<(), JetStreamError
 /// stream.
 async fn refresh_gauges(
     inner: &Inner,
-    shared: &Shared,
+    ctx: &Context,
     snapshot: &Snapshot,
     strangers: &mut HashSet<String>,
 ) {
@@ -208,7 +209,7 @@ async fn refresh_gauges(
         let now = i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX);
         (now - state.first_timestamp.unix_timestamp()).max(0)
     };
-    shared.metrics.outbox_oldest.set(oldest);
+    ctx.metrics.outbox_oldest.set(oldest);
     let ours: HashSet<String> = snapshot
         .upstreams
         .keys()
@@ -228,7 +229,7 @@ async fn refresh_gauges(
             );
         }
     }
-    let metrics = &shared.metrics;
+    let metrics = &ctx.metrics;
     metrics
         .outbox_pending
         .set(i64::try_from(pending).unwrap_or(i64::MAX));

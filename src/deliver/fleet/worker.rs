@@ -14,12 +14,13 @@ use futures_util::StreamExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::deliver::{Attempt, backoff, now_ms};
-use crate::jetstream::{
+use crate::common::{DeliveryResult, now_ms};
+use crate::deliver::Context;
+use crate::deliver::fleet::streams::{
     self as js, HDR_ATTEMPTS, HDR_COMMAND, HDR_ERROR, HDR_EVENT, HDR_UPSTREAM, JetStreamError,
 };
-use crate::outbox::EventRecord;
-use crate::state::Shared;
+use crate::deliver::record::EventRecord;
+use crate::deliver::{Attempt, backoff};
 
 use super::Inner;
 
@@ -32,7 +33,7 @@ const BATCH: usize = 32;
 /// attempts at once; on any consumer trouble, starts over after a pause.
 pub(super) async fn work(
     inner: Arc<Inner>,
-    shared: Arc<Shared>,
+    ctx: Context,
     upstream: Arc<str>,
     stop: CancellationToken,
 ) {
@@ -50,7 +51,7 @@ pub(super) async fn work(
                 .await
                 .map_err(|e| JetStreamError::Setup {
                     what: format!("consumer {}", inner.names.consumer(&upstream)),
-                    detail: crate::upstream::chain(&e),
+                    detail: crate::common::chain(&e),
                 })
         };
         let mut messages = tokio::select! {
@@ -75,7 +76,7 @@ pub(super) async fn work(
                 Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
                 next = messages.next() => match next {
                     Some(Ok(message)) => {
-                        attempts.spawn(handle(inner.clone(), shared.clone(), upstream.clone(), message));
+                        attempts.spawn(handle(inner.clone(), ctx.clone(), upstream.clone(), message));
                     }
                     Some(Err(e)) => {
                         tracing::debug!(upstream = %upstream, error = %e, "consumer stream interrupted; starting over");
@@ -101,19 +102,14 @@ async fn pause(stop: &CancellationToken) {
 /// One message being settled for one upstream.
 struct Job<'a> {
     inner: &'a Inner,
-    shared: &'a Shared,
+    ctx: &'a Context,
     upstream: &'a str,
     message: &'a jetstream::Message,
     /// JetStream's delivery count: 1 on the first attempt.
     attempt: u32,
 }
 
-async fn handle(
-    inner: Arc<Inner>,
-    shared: Arc<Shared>,
-    upstream: Arc<str>,
-    message: jetstream::Message,
-) {
+async fn handle(inner: Arc<Inner>, ctx: Context, upstream: Arc<str>, message: jetstream::Message) {
     if !js::upstreams_of(message.headers.as_ref())
         .iter()
         .any(|u| **u == *upstream)
@@ -124,7 +120,7 @@ async fn handle(
     }
     let job = Job {
         inner: &inner,
-        shared: &shared,
+        ctx: &ctx,
         upstream: &upstream,
         message: &message,
         attempt: message
@@ -136,7 +132,7 @@ async fn handle(
         Ok(e) => e,
         Err(e) => return job.dead_letter("-", e.to_string()).await,
     };
-    let snapshot = shared.load();
+    let snapshot = ctx.load();
     let settings = &snapshot.config.delivery;
     let Some(client) = snapshot.upstream(&upstream).cloned() else {
         // This gateway's config lost the upstream; another may have it.
@@ -148,7 +144,7 @@ async fn handle(
     let fwd = event.to_forward();
     let attempt = crate::deliver::post(&client, &fwd);
     let outcome = with_progress(&message, inner.cfg.ack_wait, attempt).await;
-    let metrics = &shared.metrics;
+    let metrics = &ctx.metrics;
     let age = Duration::from_millis(now_ms().saturating_sub(event.received_ms));
     let request_id = event.request_id.as_str();
     match outcome {
@@ -156,7 +152,7 @@ async fn handle(
             if let Err(e) = message.double_ack().await {
                 tracing::warn!(upstream = %upstream, request_id, error = %e, "delivered, but the ack was lost: JetStream may deliver it again");
             }
-            metrics.delivery(&upstream, "delivered");
+            metrics.delivery(&upstream, DeliveryResult::Delivered);
             metrics.delivery_latency.observe(age.as_secs_f64());
         }
         Attempt::Failed(e) if job.attempt >= settings.max_attempts => {
@@ -169,7 +165,7 @@ async fn handle(
         Attempt::Failed(e) => {
             let delay = backoff(settings, job.attempt);
             tracing::debug!(upstream = %upstream, request_id, attempt = job.attempt, error = %e, ?delay, "notification will be retried");
-            metrics.delivery(&upstream, "retried");
+            metrics.delivery(&upstream, DeliveryResult::Retried);
             let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
         }
         Attempt::Hopeless(e) => job.dead_letter(request_id, e).await,
@@ -202,7 +198,7 @@ impl Job<'_> {
     async fn dead_letter(&self, request_id: &str, error: String) {
         let Job {
             inner,
-            shared,
+            ctx,
             upstream,
             message,
             attempt: attempts,
@@ -236,11 +232,11 @@ impl Job<'_> {
         match stored {
             Ok(_) => {
                 let _ = message.double_ack().await;
-                shared.metrics.delivery(upstream, "dead");
+                ctx.metrics.delivery(upstream, DeliveryResult::Dead);
                 tracing::warn!(upstream, attempts, request_id, event = %event, error = %error, "notification dead-lettered");
             }
             Err(e) => {
-                tracing::warn!(upstream, error = %crate::upstream::chain(&e), "cannot store a dead letter; the event stays and is tried again");
+                tracing::warn!(upstream, error = %crate::common::chain(&e), "cannot store a dead letter; the event stays and is tried again");
                 let _ = message
                     .ack_with(AckKind::Nak(Some(inner.cfg.ack_wait)))
                     .await;

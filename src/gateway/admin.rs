@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::gateway::Reloader;
+use super::reload::Reloader;
 use crate::metrics;
 
 type Body = Full<Bytes>;

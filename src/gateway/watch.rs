@@ -9,7 +9,6 @@
 //! hashed, and a reload happens only when the content changed.
 
 use std::collections::BTreeSet;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +18,7 @@ use notify_debouncer_full::new_debouncer;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::gateway::Reloader;
+use super::reload::{Reloader, fingerprint};
 
 /// Events of one editor save or one ConfigMap swap arrive within this.
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -115,18 +114,4 @@ fn folder(file: &Path) -> PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     }
-}
-
-/// A hash of every file's content (following symlinks); a missing or
-/// unreadable file hashes as such.
-pub fn fingerprint(files: &[PathBuf]) -> u64 {
-    let mut h = DefaultHasher::new();
-    for f in files {
-        f.hash(&mut h);
-        match std::fs::read(f) {
-            Ok(bytes) => bytes.hash(&mut h),
-            Err(e) => e.kind().hash(&mut h),
-        }
-    }
-    h.finish()
 }

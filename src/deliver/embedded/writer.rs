@@ -1,4 +1,4 @@
-//! The durable outbox of notifications (redb, in `delivery.outbox`).
+//! The outbox's group-commit writer (the store itself is `store`).
 //!
 //! A notification is acknowledged to IM only once it is committed with an
 //! fsync. Commits are grouped: one writer thread takes every change queued
@@ -9,10 +9,6 @@
 //! repeats a delivery (at-least-once; upstreams get the same `x-request-id`
 //! again and can de-duplicate on it).
 
-pub mod record;
-pub mod store;
-
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -21,50 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-pub use record::{DeliveryRecord, EventRecord};
-pub use store::{Op, Store};
-
-#[derive(Debug, thiserror::Error)]
-pub enum OutboxError {
-    #[error("cannot create the outbox folder {0}: {1}")]
-    Io(PathBuf, std::io::Error),
-    #[error("the outbox {0} is in use by another process (a running gateway?)")]
-    InUse(PathBuf),
-    #[error(
-        "the outbox {0} was written by an older format ({1}) and must be drained or moved away"
-    )]
-    Format(PathBuf, u8),
-    #[error("outbox storage: {0}")]
-    Db(#[from] redb::Error),
-    #[error("{0}")]
-    Corrupt(#[from] record::CorruptRecord),
-    #[error("the outbox writer has stopped")]
-    Closed,
-}
-
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for OutboxError {
-            fn from(e: $t) -> Self {
-                OutboxError::Db(e.into())
-            }
-        }
-    )*};
-}
-from_redb!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
-
-/// A pending or dead delivery as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
-    pub id: u64,
-    pub upstream: String,
-    pub record: DeliveryRecord,
-}
+use super::store::{Op, OutboxError, Store};
 
 enum Msg {
     Op(Op),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::upstream::Forward;
+use crate::common::Forward;
 
 const VERSION: u8 = 1;
 

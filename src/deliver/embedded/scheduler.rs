@@ -1,37 +1,29 @@
-//! The embedded backend: notifications kept in the outbox folder (redb)
-//! of this gateway. Each (event, upstream) pair is tried independently,
-//! retried with backoff, and dead-lettered after `max_attempts` or
-//! `max_age`. Progress is kept in the outbox, so a restart resumes where
-//! the last run stopped.
-//!
-//! One scheduler task owns the in-memory view of pending deliveries (a
-//! `BTreeMap` keyed by event id, so the oldest is first, plus a min-heap of
-//! due times) and hands due ones to attempt tasks, at most
-//! `MAX_IN_FLIGHT` at once.
+//! The scheduler of the embedded backend: one task owns the in-memory view
+//! of pending deliveries (a `BTreeMap` keyed by event id, so the oldest is
+//! first, plus a min-heap of due times) and hands due ones to attempt
+//! tasks on the serving threads, at most `MAX_IN_FLIGHT` at once.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Delivery;
-use crate::outbox::{DeliveryRecord, EventRecord, Op, Outbox, OutboxError, Row};
-use crate::state::Shared;
-use crate::upstream::Forward;
-
-use super::{Attempt, Refused, backoff, now_ms};
+use super::writer::Outbox;
+use super::{Op, Row, gauge};
+use crate::common::{DeliveryResult, Forward, now_ms};
+use crate::deliver::record::DeliveryRecord;
+use crate::deliver::{Attempt, Context, backoff};
 
 /// Delivery attempts running at once, across all upstreams.
 const MAX_IN_FLIGHT: usize = 256;
 /// How often gauges are refreshed and removed upstreams are looked for.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
-enum Msg {
+pub(super) enum Msg {
     Add {
         id: u64,
         created_ms: u64,
@@ -43,154 +35,6 @@ enum Msg {
         upstream: Arc<str>,
         outcome: Attempt,
     },
-}
-
-pub struct Embedded {
-    outbox: Arc<Outbox>,
-    /// Deliveries taken and not yet finished: the bound of `max_pending`.
-    pending: Arc<AtomicUsize>,
-    max_pending: usize,
-    accepting: AtomicBool,
-    tx: mpsc::UnboundedSender<Msg>,
-    /// Taken by `start`: the scheduler's inbox and what the outbox held.
-    startup: Mutex<Option<(mpsc::UnboundedReceiver<Msg>, Vec<Row>)>>,
-    scheduler: Mutex<Option<JoinHandle<()>>>,
-    stop: CancellationToken,
-}
-
-impl Embedded {
-    /// Opens the outbox and reads what earlier runs left in it.
-    pub fn open(settings: &Delivery) -> Result<Self, OutboxError> {
-        let outbox = Arc::new(Outbox::open(&settings.outbox)?);
-        let rows = outbox.store().rows(false)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        Ok(Self {
-            pending: Arc::new(AtomicUsize::new(rows.len())),
-            outbox,
-            max_pending: settings.max_pending,
-            accepting: AtomicBool::new(true),
-            tx,
-            startup: Mutex::new(Some((rx, rows))),
-            scheduler: Mutex::new(None),
-            stop: CancellationToken::new(),
-        })
-    }
-
-    /// Starts delivering, beginning with what earlier runs left pending.
-    pub fn start(&self, shared: &Arc<Shared>) {
-        let Some((rx, rows)) = self.startup.lock().ok().and_then(|mut s| s.take()) else {
-            return;
-        };
-        if !rows.is_empty() {
-            tracing::info!(
-                pending = rows.len(),
-                "resuming notification deliveries from the outbox"
-            );
-        }
-        let dead = self.outbox.store().counts().map(|(_, _, d)| d).unwrap_or(0);
-        shared
-            .metrics
-            .outbox_dead
-            .set(i64::try_from(dead).unwrap_or(i64::MAX));
-        let scheduler = Scheduler {
-            shared: shared.clone(),
-            outbox: self.outbox.clone(),
-            pending_count: self.pending.clone(),
-            tx: self.tx.clone(),
-            pending: BTreeMap::new(),
-            due: BinaryHeap::new(),
-            in_flight: 0,
-            attempts: tokio::task::JoinSet::new(),
-            stopping: false,
-            generation: 0,
-        };
-        let handle = tokio::spawn(scheduler.run(rx, rows, self.stop.clone()));
-        if let Ok(mut s) = self.scheduler.lock() {
-            *s = Some(handle);
-        }
-    }
-
-    /// Stores the notification durably for each upstream, or refuses it
-    /// whole: either every upstream will get it, or IM is told it was not
-    /// taken (the caller counts the refusal).
-    pub async fn enqueue(
-        &self,
-        shared: &Shared,
-        fwd: &Forward,
-        command: &str,
-        upstreams: &[Arc<str>],
-    ) -> Result<(), Refused> {
-        if !self.accepting.load(Ordering::SeqCst) {
-            return Err(Refused::ShuttingDown);
-        }
-        let n = upstreams.len();
-        let reserved = self
-            .pending
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| {
-                (p + n <= self.max_pending).then_some(p + n)
-            });
-        if reserved.is_err() {
-            return Err(Refused::Full);
-        }
-        let id = self.outbox.new_id();
-        let created_ms = now_ms();
-        let record = DeliveryRecord {
-            created_ms,
-            attempts: 0,
-            next_at_ms: created_ms,
-            last_error: String::new(),
-        };
-        let op = Op::Append {
-            id,
-            event: EventRecord::from_forward(fwd, command, created_ms).encode(),
-            deliveries: upstreams
-                .iter()
-                .map(|u| (u.to_string(), record.clone()))
-                .collect(),
-        };
-        if let Err(e) = self.outbox.write_durable(op).await {
-            self.pending.fetch_sub(n, Ordering::SeqCst);
-            return Err(Refused::Store(e));
-        }
-        shared
-            .metrics
-            .outbox_pending
-            .set(gauge(self.pending.load(Ordering::SeqCst)));
-        let _ = self.tx.send(Msg::Add {
-            id,
-            created_ms,
-            upstreams: upstreams.to_vec(),
-            fwd: fwd.clone(),
-        });
-        Ok(())
-    }
-
-    /// Refuses new notifications, lets attempts in flight finish (up to
-    /// `grace`), commits all progress durably and closes the outbox.
-    /// Whatever is still pending stays on disk for the next start. Returns
-    /// how many deliveries were pending.
-    pub async fn shutdown(&self, grace: Duration) -> usize {
-        self.accepting.store(false, Ordering::SeqCst);
-        self.stop.cancel();
-        let scheduler = self.scheduler.lock().ok().and_then(|mut s| s.take());
-        if let Some(mut handle) = scheduler
-            && tokio::time::timeout(grace, &mut handle).await.is_err()
-        {
-            // Dropping the scheduler aborts its attempts; they stay pending
-            // on disk and are repeated after the next start.
-            handle.abort();
-            let _ = handle.await;
-            tracing::warn!(
-                "delivery attempts still running at the end of the drain window; they will be repeated"
-            );
-        }
-        self.outbox.close().await;
-        self.pending.load(Ordering::SeqCst)
-    }
-}
-
-fn gauge(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 struct Entry {
@@ -205,8 +49,8 @@ struct Entry {
 
 type Key = (u64, Arc<str>);
 
-struct Scheduler {
-    shared: Arc<Shared>,
+pub(super) struct Scheduler {
+    ctx: Context,
     outbox: Arc<Outbox>,
     pending_count: Arc<AtomicUsize>,
     tx: mpsc::UnboundedSender<Msg>,
@@ -221,7 +65,27 @@ struct Scheduler {
 }
 
 impl Scheduler {
-    async fn run(
+    pub(super) fn new(
+        ctx: Context,
+        outbox: Arc<Outbox>,
+        pending_count: Arc<AtomicUsize>,
+        tx: mpsc::UnboundedSender<Msg>,
+    ) -> Self {
+        Self {
+            ctx,
+            outbox,
+            pending_count,
+            tx,
+            pending: BTreeMap::new(),
+            due: BinaryHeap::new(),
+            in_flight: 0,
+            attempts: tokio::task::JoinSet::new(),
+            stopping: false,
+            generation: 0,
+        }
+    }
+
+    pub(super) async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Msg>,
         rows: Vec<Row>,
@@ -340,18 +204,18 @@ impl Scheduler {
             self.in_flight += 1;
             let fwd = entry.fwd.take();
             let task = attempt(
-                self.shared.clone(),
+                self.ctx.clone(),
                 self.outbox.clone(),
                 key,
                 fwd,
                 self.tx.clone(),
             );
-            self.attempts.spawn_on(task, self.shared.cores.handle());
+            self.attempts.spawn_on(task, self.ctx.cores.handle());
         }
     }
 
     fn finish(&mut self, key: Key, outcome: Attempt) {
-        let settings = self.shared.load().config.delivery.clone();
+        let settings = self.ctx.load().config.delivery.clone();
         let now = now_ms();
         let Some(entry) = self.pending.get_mut(&key) else {
             return;
@@ -367,8 +231,8 @@ impl Scheduler {
             Attempt::Delivered => {
                 self.pending.remove(&key);
                 self.release_one();
-                let metrics = &self.shared.metrics;
-                metrics.delivery(&key.1, "delivered");
+                let metrics = &self.ctx.metrics;
+                metrics.delivery(&key.1, DeliveryResult::Delivered);
                 metrics
                     .delivery_latency
                     .observe(Duration::from_millis(now.saturating_sub(created)).as_secs_f64());
@@ -385,7 +249,7 @@ impl Scheduler {
                 let delay = backoff(&settings, entry.attempts);
                 entry.next_at_ms =
                     now.saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
-                self.shared.metrics.delivery(&key.1, "retried");
+                self.ctx.metrics.delivery(&key.1, DeliveryResult::Retried);
                 tracing::debug!(id = key.0, upstream = %key.1, attempt = entry.attempts, error = %e, ?delay, "notification will be retried");
                 let record = record(entry, e);
                 self.due.push(Reverse((entry.next_at_ms, key.clone())));
@@ -405,8 +269,8 @@ impl Scheduler {
             return;
         };
         let (id, upstream) = (key.0, key.1.to_string());
-        self.shared.metrics.delivery(&upstream, "dead");
-        self.shared.metrics.outbox_dead.inc();
+        self.ctx.metrics.delivery(&upstream, DeliveryResult::Dead);
+        self.ctx.metrics.outbox_dead.inc();
         tracing::warn!(id, upstream = %upstream, attempts = entry.attempts, error = %error, "notification dead-lettered");
         self.outbox.write(Op::Dead {
             id,
@@ -421,13 +285,13 @@ impl Scheduler {
             .pending_count
             .fetch_sub(1, Ordering::SeqCst)
             .saturating_sub(1);
-        self.shared.metrics.outbox_pending.set(gauge(left));
+        self.ctx.metrics.outbox_pending.set(gauge(left));
     }
 
     /// Refreshes the gauges, and dead-letters deliveries to upstreams that
     /// a reload removed (rather than retrying them until they expire).
     fn housekeeping(&mut self) {
-        let snapshot = self.shared.load();
+        let snapshot = self.ctx.load();
         if snapshot.generation != self.generation {
             self.generation = snapshot.generation;
             let gone: Vec<Key> = self
@@ -440,7 +304,7 @@ impl Scheduler {
                 self.dead_letter(key, "upstream removed from the config".into());
             }
         }
-        let metrics = &self.shared.metrics;
+        let metrics = &self.ctx.metrics;
         metrics
             .outbox_pending
             .set(gauge(self.pending_count.load(Ordering::SeqCst)));
@@ -464,14 +328,14 @@ fn record(entry: &Entry, last_error: String) -> DeliveryRecord {
 }
 
 async fn attempt(
-    shared: Arc<Shared>,
+    ctx: Context,
     outbox: Arc<Outbox>,
     key: Key,
     fwd: Option<Forward>,
     tx: mpsc::UnboundedSender<Msg>,
 ) {
     let (id, upstream) = key;
-    let outcome = try_once(&shared, &outbox, id, &upstream, fwd).await;
+    let outcome = try_once(&ctx, &outbox, id, &upstream, fwd).await;
     let _ = tx.send(Msg::Done {
         id,
         upstream,
@@ -480,13 +344,13 @@ async fn attempt(
 }
 
 async fn try_once(
-    shared: &Shared,
+    ctx: &Context,
     outbox: &Arc<Outbox>,
     id: u64,
     upstream: &str,
     fwd: Option<Forward>,
 ) -> Attempt {
-    let Some(client) = shared.load().upstream(upstream).cloned() else {
+    let Some(client) = ctx.load().upstream(upstream).cloned() else {
         return Attempt::Hopeless("upstream removed from the config".into());
     };
     let fwd = match fwd {
@@ -501,5 +365,5 @@ async fn try_once(
             }
         }
     };
-    super::post(&client, &fwd).await
+    crate::deliver::post(&client, &fwd).await
 }

@@ -14,8 +14,49 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 
-use super::record::{DeliveryRecord, EventRecord};
-use super::{OutboxError, Row};
+use crate::deliver::record::{CorruptRecord, DeliveryRecord, EventRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("cannot create the outbox folder {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("the outbox {0} is in use by another process (a running gateway?)")]
+    InUse(PathBuf),
+    #[error(
+        "the outbox {0} was written by an older format ({1}) and must be drained or moved away"
+    )]
+    Format(PathBuf, u8),
+    #[error("outbox storage: {0}")]
+    Db(#[from] redb::Error),
+    #[error("{0}")]
+    Corrupt(#[from] CorruptRecord),
+    #[error("the outbox writer has stopped")]
+    Closed,
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for OutboxError {
+            fn from(e: $t) -> Self {
+                OutboxError::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A pending or dead delivery as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub id: u64,
+    pub upstream: String,
+    pub record: DeliveryRecord,
+}
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const PENDING: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("pending");

@@ -1,7 +1,7 @@
 //! NATS JetStream as the notification store of a fleet: the connection,
 //! the names of streams, subjects and consumers, and how an event is laid
-//! out in a message. The delivery side is `deliver::fleet`; the operator
-//! commands are in `admin`.
+//! out in a message. The delivery side is the rest of
+//! `deliver::fleet`; the operator commands are in `admin`.
 //!
 //! Layout: one events stream (interest retention) on
 //! `<subject>.events.<command>`, read by one durable pull consumer per
@@ -11,13 +11,12 @@
 //! events that are not for it at once. Dead letters go to a second stream
 //! on `<subject>.dead.<upstream>`.
 
-pub mod admin;
-
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
 
+use crate::common::chain;
 use crate::config::Nats;
 
 pub const HDR_UPSTREAMS: &str = "Callgate-Upstreams";
@@ -43,7 +42,7 @@ pub enum JetStreamError {
     Setup { what: String, detail: String },
 }
 
-fn setup(what: impl Into<String>, e: impl std::fmt::Display) -> JetStreamError {
+pub(super) fn setup(what: impl Into<String>, e: impl std::fmt::Display) -> JetStreamError {
     JetStreamError::Setup {
         what: what.into(),
         detail: e.to_string(),
@@ -186,7 +185,7 @@ pub async fn connect(cfg: &Nats, patient: bool) -> Result<async_nats::Client, Je
         .await
         .map_err(|e| JetStreamError::Connect {
             servers: cfg.servers.join(","),
-            detail: crate::upstream::chain(&e),
+            detail: crate::common::chain(&e),
         })
 }
 
@@ -335,10 +334,6 @@ pub async fn ensure_consumer(
         )
         .await
         .map_err(|e| setup(format!("consumer {name}"), chain(&e)))
-}
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    crate::upstream::chain(e)
 }
 
 #[cfg(test)]

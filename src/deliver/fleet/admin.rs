@@ -11,12 +11,13 @@ use async_nats::jetstream::message::{PublishMessage, StreamMessage};
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use futures_util::StreamExt;
 
-use super::{
-    HDR_ATTEMPTS, HDR_COMMAND, HDR_ERROR, HDR_UPSTREAM, HDR_UPSTREAMS, JetStreamError, Names,
+use super::streams::{
+    self, HDR_ATTEMPTS, HDR_COMMAND, HDR_ERROR, HDR_UPSTREAM, HDR_UPSTREAMS, JetStreamError, Names,
     setup, token, untoken,
 };
+use crate::common::chain;
 use crate::config::Nats;
-use crate::outbox::EventRecord;
+use crate::deliver::record::EventRecord;
 
 /// The backend's figures, fleet-wide.
 #[derive(Debug, Default)]
@@ -50,9 +51,9 @@ pub struct Admin {
 
 impl Admin {
     pub async fn connect(cfg: &Nats) -> Result<Self, JetStreamError> {
-        let client = super::connect(cfg, false).await?;
+        let client = streams::connect(cfg, false).await?;
         Ok(Self {
-            js: super::admin_context(client),
+            js: streams::admin_context(client),
             cfg: cfg.clone(),
             names: Names::new(cfg),
         })
@@ -62,7 +63,7 @@ impl Admin {
         self.js
             .get_stream(name)
             .await
-            .map_err(|e| setup(format!("stream {name}"), super::chain(&e)))
+            .map_err(|e| setup(format!("stream {name}"), chain(&e)))
     }
 
     pub async fn stats(&self) -> Result<Stats, JetStreamError> {
@@ -71,13 +72,13 @@ impl Admin {
         stats.events = events
             .info()
             .await
-            .map_err(|e| setup("stream info", super::chain(&e)))?
+            .map_err(|e| setup("stream info", chain(&e)))?
             .state
             .messages;
         let prefix = format!("{}-", self.cfg.consumer_prefix);
         let mut consumers = events.consumers();
         while let Some(info) = consumers.next().await {
-            let info = info.map_err(|e| setup("consumer list", super::chain(&e)))?;
+            let info = info.map_err(|e| setup("consumer list", chain(&e)))?;
             if let Some(t) = info.name.strip_prefix(&prefix) {
                 stats
                     .pending
@@ -88,9 +89,9 @@ impl Admin {
         let mut subjects = dead
             .info_with_subjects(self.names.dead_filter())
             .await
-            .map_err(|e| setup("dead-letter stream info", super::chain(&e)))?;
+            .map_err(|e| setup("dead-letter stream info", chain(&e)))?;
         while let Some(item) = subjects.next().await {
-            let (subject, n) = item.map_err(|e| setup("dead-letter subjects", super::chain(&e)))?;
+            let (subject, n) = item.map_err(|e| setup("dead-letter subjects", chain(&e)))?;
             let upstream = subject.rsplit('.').next().map(untoken).unwrap_or_default();
             stats.dead += n as u64;
             *stats.dead_by_upstream.entry(upstream).or_default() += n as u64;
@@ -105,7 +106,7 @@ impl Admin {
         let total = dead
             .info()
             .await
-            .map_err(|e| setup("dead-letter stream info", super::chain(&e)))?
+            .map_err(|e| setup("dead-letter stream info", chain(&e)))?
             .state
             .messages;
         let filter = self.names.dead_filter();
@@ -147,7 +148,7 @@ impl Admin {
         let mut floors = BTreeMap::new();
         let mut consumers = events.consumers();
         while let Some(info) = consumers.next().await {
-            let info = info.map_err(|e| setup("consumer list", super::chain(&e)))?;
+            let info = info.map_err(|e| setup("consumer list", chain(&e)))?;
             if let Some(t) = info.name.strip_prefix(&prefix) {
                 floors.insert(untoken(t), info.ack_floor.stream_sequence);
             }
@@ -161,7 +162,7 @@ impl Admin {
             };
             seq = message.sequence + 1;
             let event = EventRecord::decode(&message.payload).ok();
-            for upstream in super::upstreams_of(Some(&message.headers)) {
+            for upstream in streams::upstreams_of(Some(&message.headers)) {
                 if floors
                     .get(&upstream)
                     .is_some_and(|f| *f >= message.sequence)
@@ -205,7 +206,7 @@ impl Admin {
                 continue;
             };
             // Interest retention keeps a message only for existing consumers.
-            super::ensure_consumer(&self.js, &self.cfg, &self.names, &letter.upstream).await?;
+            streams::ensure_consumer(&self.js, &self.cfg, &self.names, &letter.upstream).await?;
             let command = message
                 .headers
                 .get(HDR_COMMAND)
@@ -224,10 +225,10 @@ impl Admin {
             let subject = format!("{}.events.{command}", self.cfg.subject);
             async { self.js.send_publish(subject, publish).await?.await }
                 .await
-                .map_err(|e| setup("replay publish", super::chain(&e)))?;
+                .map_err(|e| setup("replay publish", chain(&e)))?;
             dead.delete_message(message.sequence)
                 .await
-                .map_err(|e| setup("dead letter delete", super::chain(&e)))?;
+                .map_err(|e| setup("dead letter delete", chain(&e)))?;
             replayed += 1;
         }
         Ok(replayed)
@@ -242,7 +243,7 @@ impl Admin {
         };
         purge
             .map(|r| r.purged)
-            .map_err(|e| setup("dead letter purge", super::chain(&e)))
+            .map_err(|e| setup("dead letter purge", chain(&e)))
     }
 }
 
@@ -263,7 +264,7 @@ async fn next(
             {
                 Ok(None)
             }
-            _ => Err(setup("stream read", super::chain(&e))),
+            _ => Err(setup("stream read", chain(&e))),
         },
     }
 }
