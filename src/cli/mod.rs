@@ -45,30 +45,25 @@ pub enum LogFormat {
     Json,
 }
 
+/// `-c FILE` of `run` and `check`.
+#[derive(clap::Args, Debug)]
+pub struct ConfigFile {
+    /// Config file [default: $CALLGATE_CONFIG, else routes.yaml]
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "CALLGATE_CONFIG",
+        default_value = "routes.yaml"
+    )]
+    config: PathBuf,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the gateway.
-    Run {
-        /// Config file [default: $CALLGATE_CONFIG, else routes.yaml]
-        #[arg(
-            short = 'c',
-            long = "config",
-            env = "CALLGATE_CONFIG",
-            default_value = "routes.yaml"
-        )]
-        config: PathBuf,
-    },
+    Run(ConfigFile),
     /// Load and validate a config, print a summary; exit 2 listing every problem.
-    Check {
-        /// Config file [default: $CALLGATE_CONFIG, else routes.yaml]
-        #[arg(
-            short = 'c',
-            long = "config",
-            env = "CALLGATE_CONFIG",
-            default_value = "routes.yaml"
-        )]
-        config: PathBuf,
-    },
+    Check(ConfigFile),
     /// Write a development PKI: CA, server certificate (localhost, 127.0.0.1), IM-side client certificate.
     Certs {
         #[arg(long, default_value = "certs/dev")]
@@ -118,8 +113,8 @@ pub fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Run { config } => run(&config),
-        Command::Check { config } => check(&config),
+        Command::Run(file) => run(&file.config),
+        Command::Check(file) => check(&file.config),
         Command::Certs { out } => certs(&out),
         Command::Send(args) => runtime()?
             .block_on(send::send(args))

@@ -55,6 +55,15 @@ impl Context {
     }
 }
 
+/// A notification to store: the callback, its command, and the upstreams
+/// its route names.
+#[derive(Debug, Clone, Copy)]
+pub struct Notification<'a> {
+    pub fwd: &'a Forward,
+    pub command: &'a str,
+    pub upstreams: &'a [Arc<str>],
+}
+
 /// Why a notification was not taken; IM gets 503 for each.
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
@@ -119,16 +128,14 @@ impl Deliverer {
     pub async fn enqueue(
         &self,
         metrics: &Metrics,
-        fwd: &Forward,
-        command: &str,
-        upstreams: &[Arc<str>],
+        notification: Notification<'_>,
     ) -> Result<(), Rejection> {
         let result = match self {
-            Self::Embedded(e) => e.enqueue(metrics, fwd, command, upstreams).await,
-            Self::Fleet(f) => f.enqueue(fwd, command, upstreams).await,
+            Self::Embedded(e) => e.enqueue(metrics, notification).await,
+            Self::Fleet(f) => f.enqueue(notification).await,
         };
         if result.is_err() {
-            for name in upstreams {
+            for name in notification.upstreams {
                 metrics.delivery(name, DeliveryResult::Dropped);
             }
         }

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::catalog::{self, Kind};
 use crate::common::{FallbackReason, Forward};
 use crate::decide::{self, Budget, Reply, UpstreamResult};
+use crate::deliver::Notification;
 use crate::respond::{self, Body, Outcome, Rejection};
 use crate::snapshot::Snapshot;
 use crate::state::Shared;
@@ -211,7 +212,14 @@ impl Callback<'_> {
             Kind::Notification => {
                 shared
                     .deliverer
-                    .enqueue(&shared.metrics, &fwd, command, &route.upstreams)
+                    .enqueue(
+                        &shared.metrics,
+                        Notification {
+                            fwd: &fwd,
+                            command,
+                            upstreams: &route.upstreams,
+                        },
+                    )
                     .await?;
                 Ok((respond::ok(Outcome::Queued, request_id), Outcome::Queued))
             }

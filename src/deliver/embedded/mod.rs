@@ -22,10 +22,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{Forward, now_ms};
+use crate::common::now_ms;
 use crate::config::Delivery;
 use crate::deliver::record::{DeliveryRecord, EventRecord};
-use crate::deliver::{Context, EnqueueError};
+use crate::deliver::{Context, EnqueueError, Notification};
 use crate::metrics::Metrics;
 use scheduler::{Msg, Scheduler};
 use writer::Outbox;
@@ -94,10 +94,13 @@ impl Embedded {
     pub async fn enqueue(
         &self,
         metrics: &Metrics,
-        fwd: &Forward,
-        command: &str,
-        upstreams: &[Arc<str>],
+        notification: Notification<'_>,
     ) -> Result<(), EnqueueError> {
+        let Notification {
+            fwd,
+            command,
+            upstreams,
+        } = notification;
         if !self.accepting.load(Ordering::SeqCst) {
             return Err(EnqueueError::ShuttingDown);
         }

@@ -227,11 +227,7 @@ impl Store {
         upstream: Option<&str>,
         now_ms: u64,
     ) -> Result<usize, OutboxError> {
-        let rows: Vec<Row> = self
-            .rows(dead)?
-            .into_iter()
-            .filter(|r| upstream.is_none_or(|u| u == r.upstream))
-            .collect();
+        let rows = self.rows_of(dead, upstream)?;
         let txn = self.db.begin_write()?;
         {
             let mut pending = txn.open_table(PENDING)?;
@@ -252,14 +248,19 @@ impl Store {
         Ok(rows.len())
     }
 
+    /// Pending or dead rows, of one upstream or all.
+    fn rows_of(&self, dead: bool, upstream: Option<&str>) -> Result<Vec<Row>, OutboxError> {
+        Ok(self
+            .rows(dead)?
+            .into_iter()
+            .filter(|r| upstream.is_none_or(|u| u == r.upstream))
+            .collect())
+    }
+
     /// Deletes dead letters (of one upstream, or all) and the events no
     /// longer needed. Returns how many dead letters went.
     pub fn purge_dead(&self, upstream: Option<&str>) -> Result<usize, OutboxError> {
-        let rows: Vec<Row> = self
-            .rows(true)?
-            .into_iter()
-            .filter(|r| upstream.is_none_or(|u| u == r.upstream))
-            .collect();
+        let rows = self.rows_of(true, upstream)?;
         let txn = self.db.begin_write()?;
         {
             let mut events = txn.open_table(EVENTS)?;

@@ -31,13 +31,12 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::common::Forward;
 use crate::config::{Delivery, Nats};
 use crate::deliver::Context;
 use crate::deliver::record::EventRecord;
 use streams::{self as js, HDR_COMMAND, HDR_UPSTREAMS, JetStreamError, Names};
 
-use super::EnqueueError;
+use super::{EnqueueError, Notification};
 use crate::common::now_ms;
 
 pub struct Fleet {
@@ -110,12 +109,12 @@ impl Fleet {
         self.inner.is_available()
     }
 
-    pub async fn enqueue(
-        &self,
-        fwd: &Forward,
-        command: &str,
-        upstreams: &[Arc<str>],
-    ) -> Result<(), EnqueueError> {
+    pub async fn enqueue(&self, notification: Notification<'_>) -> Result<(), EnqueueError> {
+        let Notification {
+            fwd,
+            command,
+            upstreams,
+        } = notification;
         let inner = &self.inner;
         if !inner.accepting.load(Ordering::SeqCst) {
             return Err(EnqueueError::ShuttingDown);

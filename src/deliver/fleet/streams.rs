@@ -196,6 +196,28 @@ pub fn admin_context(client: async_nats::Client) -> jetstream::Context {
     js
 }
 
+/// A file-backed stream with the config's replicas, size bound and
+/// duplicate window. Full, it refuses new messages (IM gets 503) rather
+/// than dropping old ones.
+fn stream_config(
+    name: String,
+    subject: String,
+    retention: stream::RetentionPolicy,
+    cfg: &Nats,
+) -> stream::Config {
+    stream::Config {
+        name,
+        subjects: vec![subject],
+        retention,
+        storage: stream::StorageType::File,
+        num_replicas: cfg.replicas,
+        max_bytes: i64::try_from(cfg.max_bytes).unwrap_or(i64::MAX),
+        discard: stream::DiscardPolicy::New,
+        duplicate_window: cfg.duplicate_window,
+        ..Default::default()
+    }
+}
+
 /// Creates the two streams, or checks that the existing ones fit.
 /// Idempotent: every gateway of a fleet runs it at start. With `update`,
 /// an existing stream whose replicas, size bound or duplicate window
@@ -212,31 +234,20 @@ pub async fn ensure_streams(
     names: &Names,
     update: bool,
 ) -> Result<(), JetStreamError> {
-    let max_bytes = i64::try_from(cfg.max_bytes).unwrap_or(i64::MAX);
-    let events = stream::Config {
-        name: names.stream.clone(),
-        subjects: vec![names.events_unbound()],
-        // A message stays until every upstream's consumer acked it.
-        retention: stream::RetentionPolicy::Interest,
-        storage: stream::StorageType::File,
-        num_replicas: cfg.replicas,
-        max_bytes,
-        // Full: refuse new events (IM gets 503) rather than drop old ones.
-        discard: stream::DiscardPolicy::New,
-        duplicate_window: cfg.duplicate_window,
-        ..Default::default()
-    };
-    let dead = stream::Config {
-        name: names.dead_stream.clone(),
-        subjects: vec![names.dead_filter()],
-        retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        num_replicas: cfg.replicas,
-        max_bytes,
-        discard: stream::DiscardPolicy::New,
-        duplicate_window: cfg.duplicate_window,
-        ..Default::default()
-    };
+    // A message of the events stream stays until every upstream's
+    // consumer acked it; dead letters stay until an operator acts.
+    let events = stream_config(
+        names.stream.clone(),
+        names.events_unbound(),
+        stream::RetentionPolicy::Interest,
+        cfg,
+    );
+    let dead = stream_config(
+        names.dead_stream.clone(),
+        names.dead_filter(),
+        stream::RetentionPolicy::Limits,
+        cfg,
+    );
     let bound = [names.events_filter()];
     for wanted in [events, dead] {
         let name = wanted.name.clone();
