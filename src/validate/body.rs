@@ -1204,7 +1204,7 @@ mod tests {
     #[test]
     fn commands_without_required_fields_accept_any_object() {
         for name in [
-            "Follow.CallbackAfterFollowDelete",
+            "Live.CallbackAfterCreateRoom",
             "Chatbot.OnC2CSignalMessage",
             "Group.CallbackOnDailyGroupQuotaAlarm",
         ] {
