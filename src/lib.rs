@@ -9,6 +9,7 @@
 //! gateway's own. `gateway` starts, reloads and stops the whole; `common`
 //! holds the vocabulary all of them share, `runtime` the serving threads.
 
+pub mod answer;
 pub mod catalog;
 pub mod certs;
 pub mod cli;

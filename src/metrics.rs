@@ -15,8 +15,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::answer::VerdictKind;
 use crate::catalog::{self, Command, Kind};
-use crate::common::{CallResult, DeliveryResult, FallbackReason, Outcome};
+use crate::common::{CallResult, DeliveryResult, FallbackReason, MirrorResult, Outcome};
 
 pub type Label = Cow<'static, str>;
 
@@ -62,6 +63,11 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    pub verdict: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: Label,
 }
@@ -72,6 +78,9 @@ pub struct Metrics {
     pub request_duration: Family<KindLabels, Histogram>,
     pub upstream_requests: Family<UpstreamLabels, Counter>,
     pub fallbacks: Family<ReasonLabels, Counter>,
+    pub decisions: Family<VerdictLabels, Counter>,
+    pub answer_conflicts: Counter,
+    pub mirror_answers: Family<UpstreamLabels, Counter>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_generation: Gauge,
     pub deliveries: Family<UpstreamLabels, Counter>,
@@ -85,6 +94,8 @@ pub struct Metrics {
     /// on first use: counting a callback then hashes no label and takes no
     /// lock of the family's.
     request_counters: Box<[[OnceLock<Counter>; Outcome::ALL.len()]]>,
+    /// Handles into `decisions`, by verdict, for the same reason.
+    decision_counters: [OnceLock<Counter>; VerdictKind::ALL.len()],
     durations: [OnceLock<Histogram>; 3],
 }
 
@@ -106,6 +117,9 @@ impl Metrics {
         });
         let upstream_requests = Family::default();
         let fallbacks = Family::default();
+        let decisions = Family::default();
+        let answer_conflicts = Counter::default();
+        let mirror_answers = Family::default();
         let config_reloads = Family::default();
         let config_generation = Gauge::default();
         let deliveries = Family::default();
@@ -137,6 +151,21 @@ impl Metrics {
             "callgate_fallbacks",
             "Decisions answered by the gateway's fallback, by reason",
             fallbacks.clone(),
+        );
+        registry.register(
+            "callgate_decisions",
+            "Decisions answered, by what the answer says (allow, rewrite, partial, deny, discard)",
+            decisions.clone(),
+        );
+        registry.register(
+            "callgate_answer_conflicts",
+            "Replacing fields of a message that two upstreams gave different values (the later one not used)",
+            answer_conflicts.clone(),
+        );
+        registry.register(
+            "callgate_mirror_answers",
+            "Mirror answers compared with the first upstream's, by mirror and result (agree, disagree, no_answer)",
+            mirror_answers.clone(),
         );
         registry.register(
             "callgate_config_reloads",
@@ -184,6 +213,9 @@ impl Metrics {
             request_duration,
             upstream_requests,
             fallbacks,
+            decisions,
+            answer_conflicts,
+            mirror_answers,
             config_reloads,
             config_generation,
             deliveries,
@@ -196,6 +228,7 @@ impl Metrics {
                 .map(|_| Default::default())
                 .collect(),
             durations: Default::default(),
+            decision_counters: Default::default(),
         }
     }
 
@@ -263,6 +296,32 @@ impl Metrics {
         self.fallbacks
             .get_or_create(&ReasonLabels {
                 reason: Cow::Borrowed(reason.as_str()),
+            })
+            .inc();
+    }
+
+    /// Counts one decision answered, by what its answer says, and the
+    /// replacing fields that conflicted in it.
+    pub fn decision(&self, verdict: VerdictKind, conflicts: usize) {
+        self.decision_counters[verdict as usize]
+            .get_or_init(|| {
+                self.decisions
+                    .get_or_create(&VerdictLabels {
+                        verdict: Cow::Borrowed(verdict.as_str()),
+                    })
+                    .clone()
+            })
+            .inc();
+        if conflicts > 0 {
+            self.answer_conflicts.inc_by(conflicts as u64);
+        }
+    }
+
+    pub fn mirror(&self, upstream: &Arc<str>, result: MirrorResult) {
+        self.mirror_answers
+            .get_or_create(&UpstreamLabels {
+                upstream: Name(upstream.clone()),
+                result: Cow::Borrowed(result.as_str()),
             })
             .inc();
     }

@@ -7,8 +7,8 @@ use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
+use crate::answer::OK_BODY;
 pub use crate::common::Outcome;
-use crate::config::OnTimeout;
 use crate::validate::body::BodyError;
 use crate::validate::{QueryError, SignError};
 
@@ -86,21 +86,14 @@ impl Rejection {
     }
 }
 
-const OK_BODY: &str = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#;
-const DENY_BODY: &str = r#"{"ActionStatus":"OK","ErrorInfo":"rejected by gateway","ErrorCode":1}"#;
+/// The answer when the gateway decides itself (`answer::fallback_answer`).
+pub fn fallback(body: Bytes, request_id: &HeaderValue) -> Response<Body> {
+    json(StatusCode::OK, body, Outcome::Fallback, request_id)
+}
 
-/// The answer when the gateway decides itself.
-pub fn fallback(on_timeout: OnTimeout, request_id: &HeaderValue) -> Response<Body> {
-    let body = match on_timeout {
-        OnTimeout::Allow => OK_BODY,
-        OnTimeout::Deny => DENY_BODY,
-    };
-    json(
-        StatusCode::OK,
-        Bytes::from_static(body.as_bytes()),
-        Outcome::Fallback,
-        request_id,
-    )
+/// An answer callgate combined from upstream answers.
+pub fn merged(body: Bytes, request_id: &HeaderValue) -> Response<Body> {
+    json(StatusCode::OK, body, Outcome::Merged, request_id)
 }
 
 /// The plain OK: notifications queued or unrouted.

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::answer;
 use crate::catalog::{self, Kind};
 use crate::config::{Config, OnTimeout, Policy};
 
@@ -71,7 +72,8 @@ pub struct RouteEntry {
     pub upstreams: Vec<Arc<str>>,
     pub policy: Policy,
     pub deadline: Duration,
-    pub on_timeout: OnTimeout,
+    /// The route's own `on_timeout`, if it sets one.
+    pub on_timeout: Option<OnTimeout>,
     pub kind: Option<Kind>,
 }
 
@@ -104,7 +106,7 @@ impl RouteTable {
                 upstreams: r.upstreams.iter().map(|u| Arc::from(u.as_str())).collect(),
                 policy: r.policy,
                 deadline: r.deadline.unwrap_or(config.defaults.deadline),
-                on_timeout: r.on_timeout.unwrap_or(config.defaults.on_timeout),
+                on_timeout: r.on_timeout,
                 kind: r.kind,
             })
             .collect();
@@ -128,18 +130,25 @@ impl RouteTable {
     }
 
     /// Routes a command: the route (if any) and its kind, deadline and
-    /// fallback. A route's `kind:` overrides the catalog.
+    /// fallback. A route's `kind:` overrides the catalog; the fallback is
+    /// the route's, else the catalog's for commands IM fails closed on,
+    /// else the default (SPEC 4.5).
     pub fn route(&self, command: &str, sdkappid: u64) -> Routed<'_> {
         let route = self.find(command, sdkappid);
+        let spec = catalog::lookup(command);
         let kind = route
             .and_then(|r| r.kind)
-            .or_else(|| catalog::lookup(command).map(|c| c.kind))
+            .or_else(|| spec.map(|c| c.kind))
             .unwrap_or_else(|| catalog::kind_by_name(command));
         Routed {
             kind,
             route,
             deadline: route.map_or(self.default_deadline, |r| r.deadline),
-            on_timeout: route.map_or(self.default_on_timeout, |r| r.on_timeout),
+            on_timeout: answer::fallback_for(
+                route.and_then(|r| r.on_timeout),
+                spec,
+                self.default_on_timeout,
+            ),
         }
     }
 }

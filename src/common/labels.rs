@@ -7,6 +7,8 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Upstream,
+    /// callgate combined answers (with each other, or with the fallback).
+    Merged,
     Fallback,
     Queued,
     Unrouted,
@@ -15,8 +17,9 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in discriminant order.
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Upstream,
+        Outcome::Merged,
         Outcome::Fallback,
         Outcome::Queued,
         Outcome::Unrouted,
@@ -26,6 +29,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Upstream => "upstream",
+            Outcome::Merged => "merged",
             Outcome::Fallback => "fallback",
             Outcome::Queued => "queued",
             Outcome::Unrouted => "unrouted",
@@ -98,6 +102,26 @@ impl DeliveryResult {
             DeliveryResult::Retried => "retried",
             DeliveryResult::Dead => "dead",
             DeliveryResult::Dropped => "dropped",
+        }
+    }
+}
+
+/// How a mirror's verdict compared with the first upstream's: the `result`
+/// label of `callgate_mirror_answers_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MirrorResult {
+    Agree,
+    Disagree,
+    /// The mirror or the first upstream gave no answer that counts.
+    NoAnswer,
+}
+
+impl MirrorResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MirrorResult::Agree => "agree",
+            MirrorResult::Disagree => "disagree",
+            MirrorResult::NoAnswer => "no_answer",
         }
     }
 }

@@ -8,7 +8,7 @@ pub mod labels;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use forward::Forward;
-pub use labels::{CallResult, DeliveryResult, FallbackReason, Outcome};
+pub use labels::{CallResult, DeliveryResult, FallbackReason, MirrorResult, Outcome};
 
 /// An error with its sources, `a: b: c`, for logs and dead letters.
 pub fn chain(e: &dyn std::error::Error) -> String {

@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 
+use crate::answer;
 use crate::catalog::{self, Kind};
 use crate::common::{FallbackReason, Forward};
 use crate::decide::{self, Budget, Reply, UpstreamResult};
@@ -170,14 +171,20 @@ impl Callback<'_> {
 
         let routed = snapshot.routes.route(command, query.sdkappid);
         trace.kind = Some(routed.kind);
+        let family = catalog::family_of(spec);
         let Some(route) = routed.route else {
-            if routed.kind == Kind::Decision {
-                shared.metrics.fallback(FallbackReason::NoRoute);
-            }
-            return Ok((
-                unrouted(routed.kind, routed.on_timeout, request_id),
-                Outcome::Unrouted,
-            ));
+            let response = match routed.kind {
+                Kind::Decision => {
+                    shared.metrics.fallback(FallbackReason::NoRoute);
+                    shared
+                        .metrics
+                        .decision(decide::fallback_kind(routed.on_timeout), 0);
+                    let answer = answer::fallback_answer(family, routed.on_timeout, &body);
+                    respond::fallback(answer, request_id)
+                }
+                Kind::Notification => respond::ok(Outcome::Unrouted, request_id),
+            };
+            return Ok((unrouted(response), Outcome::Unrouted));
         };
         trace.route = Some(route.index);
         let fwd = Forward {
@@ -192,20 +199,23 @@ impl Callback<'_> {
                 let budget = Budget {
                     deadline: arrival + routed.deadline,
                     max_answer: usize::try_from(config.limits.max_body).unwrap_or(usize::MAX),
+                    family,
+                    fallback: routed.on_timeout,
                 };
-                let fan_out = decide::decide(snapshot, route, &fwd, budget, &shared.metrics).await;
+                let fan_out =
+                    decide::decide(snapshot, route, &fwd, budget, &shared.metrics, command).await;
+                shared.metrics.decision(fan_out.verdict, fan_out.conflicts);
                 trace.results = fan_out.results;
                 match fan_out.reply {
                     Reply::Upstream { body, .. } => {
                         Ok((respond::upstream(body, request_id), Outcome::Upstream))
                     }
+                    Reply::Merged(body) => Ok((respond::merged(body, request_id), Outcome::Merged)),
                     Reply::Fallback(reason) => {
                         shared.metrics.fallback(reason);
                         trace.detail = Some(format!("fallback: {}", reason.as_str()));
-                        Ok((
-                            respond::fallback(routed.on_timeout, request_id),
-                            Outcome::Fallback,
-                        ))
+                        let answer = answer::fallback_answer(family, routed.on_timeout, &fwd.body);
+                        Ok((respond::fallback(answer, request_id), Outcome::Fallback))
                     }
                 }
             }
@@ -229,15 +239,7 @@ impl Callback<'_> {
 
 /// No route: a decision gets the fallback (at once), a notification a
 /// plain OK. Both are reported as `unrouted`.
-fn unrouted(
-    kind: Kind,
-    on_timeout: crate::config::OnTimeout,
-    request_id: &http::HeaderValue,
-) -> Response<Body> {
-    let mut response = match kind {
-        Kind::Decision => respond::fallback(on_timeout, request_id),
-        Kind::Notification => respond::ok(Outcome::Unrouted, request_id),
-    };
+fn unrouted(mut response: Response<Body>) -> Response<Body> {
     response.headers_mut().insert(
         respond::OUTCOME_HEADER,
         http::HeaderValue::from_static(Outcome::Unrouted.as_str()),

@@ -653,7 +653,7 @@ fn unknown_command_checks_only_the_top_level_command() {
 #[test]
 fn commands_without_required_fields_accept_any_object() {
     for name in [
-        "Follow.CallbackAfterFollowDelete",
+        "Live.CallbackAfterCreateRoom",
         "Chatbot.OnC2CSignalMessage",
         "Group.CallbackOnDailyGroupQuotaAlarm",
     ] {

@@ -1,0 +1,112 @@
+//! Mirrors of `policy: first` (SPEC 4.5): every upstream after the first
+//! gets the callback on a task of its own, so it never delays the answer
+//! nor the next request on the connection. Its verdict is compared with
+//! the first upstream's once both are known, counted, and each
+//! disagreement logged (at most [`LOG_PER_SECOND`] lines a second).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::oneshot;
+
+use super::{Budget, FanOut, read};
+use crate::answer::{self, Verdict};
+use crate::common::{CallResult, Forward, MirrorResult, now_ms};
+use crate::metrics::Metrics;
+use crate::snapshot::RouteUpstream;
+
+/// Disagreement lines logged per second at most, across the process.
+pub const LOG_PER_SECOND: u64 = 10;
+
+/// The mirrors of one decision, waiting for the first upstream's verdict.
+pub(super) struct Mirrors {
+    waiting: Vec<oneshot::Sender<Option<Verdict>>>,
+}
+
+impl Mirrors {
+    /// Starts a call to each mirror; nothing is spawned without mirrors.
+    pub(super) fn spawn(
+        mirrors: &[RouteUpstream],
+        fwd: &Forward,
+        budget: Budget,
+        metrics: &Arc<Metrics>,
+        command: &str,
+    ) -> Self {
+        let mut waiting = Vec::with_capacity(mirrors.len());
+        if mirrors.is_empty() {
+            return Self { waiting };
+        }
+        let command: Arc<str> = Arc::from(command);
+        for up in mirrors {
+            let Some(client) = up.client.clone() else {
+                continue;
+            };
+            let (tx, first) = oneshot::channel();
+            waiting.push(tx);
+            let (name, fwd, metrics, command) = (
+                up.name.clone(),
+                fwd.clone(),
+                metrics.clone(),
+                command.clone(),
+            );
+            tokio::spawn(async move {
+                let call = client.call(&fwd, budget.max_answer, None);
+                let (verdict, result) = match tokio::time::timeout_at(budget.deadline, call).await {
+                    Err(_) => (None, CallResult::Timeout),
+                    Ok(outcome) => {
+                        let (verdict, result, _) = read(outcome, budget.family);
+                        (verdict.map(|(v, _)| v), result)
+                    }
+                };
+                metrics.upstream(&name, result);
+                // The first upstream's verdict; none if the request ended
+                // before it (its sender dropped).
+                let first = first.await.ok().flatten();
+                let compared = match (&first, &verdict) {
+                    (Some(a), Some(b)) if answer::agree(budget.family, a, b) => MirrorResult::Agree,
+                    (Some(a), Some(b)) => {
+                        if may_log() {
+                            tracing::warn!(
+                                request_id = fwd.request_id(),
+                                command = %command,
+                                upstream = %name,
+                                first = %a,
+                                mirror = %b,
+                                "mirror disagrees with the first upstream"
+                            );
+                        }
+                        MirrorResult::Disagree
+                    }
+                    _ => MirrorResult::NoAnswer,
+                };
+                metrics.mirror(&name, compared);
+            });
+        }
+        Self { waiting }
+    }
+
+    /// Hands the first upstream's verdict to every mirror.
+    pub(super) fn compare_with(self, first: Option<&Verdict>) {
+        for tx in self.waiting {
+            let _ = tx.send(first.cloned());
+        }
+    }
+}
+
+impl FanOut {
+    /// Whether this is the sole-upstream answer mirrors compare with.
+    pub(super) fn first_verdict(&self) -> Option<&Verdict> {
+        self.first.as_ref()
+    }
+}
+
+/// A process-wide budget of [`LOG_PER_SECOND`] lines per wall-clock second.
+fn may_log() -> bool {
+    static WINDOW: AtomicU64 = AtomicU64::new(0);
+    static USED: AtomicU64 = AtomicU64::new(0);
+    let second = now_ms() / 1000;
+    if WINDOW.swap(second, Ordering::Relaxed) != second {
+        USED.store(0, Ordering::Relaxed);
+    }
+    USED.fetch_add(1, Ordering::Relaxed) < LOG_PER_SECOND
+}
