@@ -4,10 +4,12 @@
 //! The flow of one callback, module by module: `server` accepts it (TLS in
 //! `tls`), `validate` checks it against `config` and the `catalog`,
 //! `route` picks its upstreams, then `decide` answers a decision under its
-//! deadline or `deliver` queues a notification; `upstream` talks to the
+//! deadline (what answers say and how they combine: `answer`) or `deliver`
+//! queues a notification; `upstream` talks to the
 //! backends and `respond` shapes every answer of the gateway's own.
 
 pub mod admin;
+pub mod answer;
 pub mod catalog;
 pub mod certs;
 pub mod cli;
