@@ -4,10 +4,11 @@
 //! The flow of one callback, module by module: `server` accepts it (TLS in
 //! `tls`), `validate` checks it against `config` and the `catalog`,
 //! `route` picks its upstreams, then `decide` answers a decision under its
-//! deadline or `deliver` stores a notification and delivers it; `upstream`
-//! talks to the backends and `respond` shapes every answer of the
-//! gateway's own. `gateway` starts, reloads and stops the whole; `common`
-//! holds the vocabulary all of them share, `runtime` the serving threads.
+//! deadline (what answers say and how they combine: `answer`) or
+//! `deliver` stores a notification and delivers it; `upstream` talks to
+//! the backends and `respond` shapes every answer of the gateway's own.
+//! `gateway` starts, reloads and stops the whole; `common` holds the
+//! vocabulary all of them share, `runtime` the serving threads.
 
 pub mod answer;
 pub mod catalog;

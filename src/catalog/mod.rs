@@ -5,6 +5,7 @@
 //! or a notification, which top-level body fields can the gateway count on,
 //! how is its answer read and combined (its answer family, SPEC 4.5), and does
 //! IM fail closed on it.
+//!
 //! A wrongly required field makes the gateway reject a genuine callback (a lost
 //! notification, or a decision that bypasses the app's policy), so the field
 //! lists are deliberately short: a field is listed only when the reference
