@@ -21,7 +21,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::Config;
+use crate::config::{Config, OnTimeout};
 use crate::gateway::{DRAIN, Gateway};
 
 #[derive(Parser, Debug)]
@@ -249,16 +249,38 @@ fn check(path: &Path) -> Result<(), Failure> {
             .map(|k| format!(" kind={k:?}").to_lowercase())
             .unwrap_or_default();
         out!(
-            "  {}{app}{kind} -> [{}] policy={:?}",
+            "  {}{app}{kind} -> [{}] policy={:?} on_timeout={}",
             r.pattern,
             r.upstreams.join(", "),
-            r.policy
+            r.policy,
+            on_timeout_in_force(r, config.defaults.on_timeout)
         );
     }
     for w in &config.warnings {
         out!("warning: {w}");
     }
     Ok(())
+}
+
+/// The fallback a route answers with (SPEC 4.5): its own `on_timeout`,
+/// else the default, except for the commands IM fails closed on that the
+/// route matches, which are named.
+fn on_timeout_in_force(route: &crate::config::Route, default: OnTimeout) -> String {
+    let word = |o: OnTimeout| format!("{o:?}").to_lowercase();
+    if let Some(own) = route.on_timeout {
+        return word(own);
+    }
+    let pattern = crate::route::Pattern::new(&route.pattern);
+    let closed: Vec<&str> = crate::catalog::COMMANDS
+        .iter()
+        .filter(|c| c.fails_closed && pattern.matches(c.name))
+        .map(|c| c.name)
+        .collect();
+    if closed.is_empty() || default == OnTimeout::Deny {
+        word(default)
+    } else {
+        format!("{} (deny for {})", word(default), closed.join(", "))
+    }
 }
 
 fn certs(out: &Path) -> Result<(), Failure> {

@@ -39,3 +39,35 @@ proptest! {
         prop_assert_eq!(Pattern::new(&p).matches(&t), reference(&pc, &tc));
     }
 }
+
+fn table(defaults: &str, routes: &str) -> RouteTable {
+    let yaml = format!(
+        "listeners:\n  - addr: \"127.0.0.1:0\"\napps:\n  - sdkappid: 1\n{defaults}upstreams:\n  a:\n    url: \"http://127.0.0.1:9/\"\nroutes:\n{routes}"
+    );
+    let config = Config::parse(&yaml, std::path::Path::new("/tmp/routes.yaml")).unwrap();
+    RouteTable::new(&config)
+}
+
+/// SPEC 4.5, which fallback: the route's `on_timeout`, else deny for the
+/// commands IM fails closed on, else `defaults.on_timeout`.
+#[test]
+fn the_fallback_is_the_routes_else_the_catalogs_else_the_default() {
+    let gift = "Live.CallbackBeforeSendGift";
+    let send = "Group.CallbackBeforeSendMsg";
+    let all = "  - match: \"*\"\n    upstreams: [a]\n";
+    let t = table("", all);
+    assert_eq!(t.route(gift, 1).on_timeout, OnTimeout::Deny);
+    assert_eq!(t.route(send, 1).on_timeout, OnTimeout::Allow);
+    let t = table(
+        "",
+        "  - match: \"Live.*\"\n    upstreams: [a]\n    on_timeout: allow\n",
+    );
+    assert_eq!(t.route(gift, 1).on_timeout, OnTimeout::Allow);
+    // Unrouted: the catalog and the default still apply.
+    assert_eq!(t.route(send, 1).on_timeout, OnTimeout::Allow);
+    let t = table("defaults:\n  on_timeout: deny\n", all);
+    assert_eq!(t.route(send, 1).on_timeout, OnTimeout::Deny);
+    let t = table("", "  - match: \"Group.*\"\n    upstreams: [a]\n");
+    assert!(t.route(gift, 1).route.is_none());
+    assert_eq!(t.route(gift, 1).on_timeout, OnTimeout::Deny);
+}
