@@ -100,13 +100,48 @@ impl FanOut {
     }
 }
 
-/// A process-wide budget of [`LOG_PER_SECOND`] lines per wall-clock second.
+/// Whether one more disagreement line may be logged now: a process-wide
+/// budget, so a backend that disagrees on everything cannot flood the log.
 fn may_log() -> bool {
-    static WINDOW: AtomicU64 = AtomicU64::new(0);
-    static USED: AtomicU64 = AtomicU64::new(0);
-    let second = now_ms() / 1000;
-    if WINDOW.swap(second, Ordering::Relaxed) != second {
-        USED.store(0, Ordering::Relaxed);
+    static BUDGET: LogBudget = LogBudget::new(LOG_PER_SECOND);
+    BUDGET.allow(now_ms() / 1000)
+}
+
+/// At most `per_second` lines in each wall-clock second. Racing callers at
+/// a second's turn may let a line or two more through: harmless.
+struct LogBudget {
+    per_second: u64,
+    second: AtomicU64,
+    used: AtomicU64,
+}
+
+impl LogBudget {
+    const fn new(per_second: u64) -> Self {
+        Self {
+            per_second,
+            second: AtomicU64::new(0),
+            used: AtomicU64::new(0),
+        }
     }
-    USED.fetch_add(1, Ordering::Relaxed) < LOG_PER_SECOND
+
+    fn allow(&self, second: u64) -> bool {
+        if self.second.swap(second, Ordering::Relaxed) != second {
+            self.used.store(0, Ordering::Relaxed);
+        }
+        self.used.fetch_add(1, Ordering::Relaxed) < self.per_second
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_most_ten_disagreement_lines_a_second() {
+        let budget = LogBudget::new(LOG_PER_SECOND);
+        let allowed = |second| (0..100).filter(|_| budget.allow(second)).count();
+        assert_eq!(allowed(1), 10);
+        assert_eq!(allowed(1), 0);
+        assert_eq!(allowed(2), 10);
+    }
 }

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 
-use crate::answer;
+use crate::answer::{self, VerdictKind};
 use crate::catalog::{self, Kind};
 use crate::common::{FallbackReason, Forward};
 use crate::decide::{self, Budget, Reply, UpstreamResult};
@@ -44,6 +44,8 @@ struct Trace {
     uncatalogued: Option<String>,
     kind: Option<Kind>,
     route: Option<usize>,
+    /// What a decision's answer says.
+    verdict: Option<VerdictKind>,
     results: Vec<UpstreamResult>,
     detail: Option<String>,
 }
@@ -111,6 +113,7 @@ pub async fn handle(
         kind = trace.kind.map(|k| match k { Kind::Decision => "decision", Kind::Notification => "notification" }),
         route = trace.route,
         outcome = outcome.as_str(),
+        verdict = trace.verdict.map(VerdictKind::as_str),
         status = response.status().as_u16(),
         upstreams = %Results(&trace.results),
         detail = trace.detail.as_deref(),
@@ -175,10 +178,10 @@ impl Callback<'_> {
         let Some(route) = routed.route else {
             let response = match routed.kind {
                 Kind::Decision => {
+                    let verdict = decide::fallback_kind(routed.on_timeout);
                     shared.metrics.fallback(FallbackReason::NoRoute);
-                    shared
-                        .metrics
-                        .decision(decide::fallback_kind(routed.on_timeout), 0);
+                    shared.metrics.decision(verdict, 0);
+                    trace.verdict = Some(verdict);
                     let answer = answer::fallback_answer(family, routed.on_timeout, &body);
                     respond::fallback(answer, request_id)
                 }
