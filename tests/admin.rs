@@ -2,6 +2,7 @@
 //! metrics of SPEC 6 with their label values, the redacted config in
 //! force, and reloads (good and bad) through `POST /reload`.
 
+#[path = "support_old/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;

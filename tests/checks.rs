@@ -1,6 +1,7 @@
 //! SPEC 4.1: every check, in order, with its answer, and proof that
 //! nothing that fails a check reaches an upstream.
 
+#[path = "support_old/mod.rs"]
 mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -2,6 +2,7 @@
 //! `check`, `certs`, `send` against an in-process gateway, and `run` as a
 //! real process that becomes ready, serves, and stops on a signal.
 
+#[path = "support_old/mod.rs"]
 mod support;
 
 use std::net::SocketAddr;

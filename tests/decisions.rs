@@ -1,6 +1,7 @@
 //! SPEC 4.2, decisions: fan-out, `strictest` and `first`, the deadline,
 //! fallbacks, cancellation, and what upstreams receive (4.4).
 
+#[path = "support_old/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,7 @@
 //! two gateways sharing a stream, a gateway killed mid-load, a
 //! three-node cluster losing a node, NATS stopped and restarted.
 
+#[path = "support_old/mod.rs"]
 mod support;
 
 use std::collections::HashMap;

@@ -2,6 +2,7 @@
 //! closed connection, nothing crashes, other clients are unaffected, and
 //! nothing bad reaches an upstream.
 
+#[path = "support_old/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -5,6 +5,7 @@
 //! gateway; a full outbox answers 503; a reload dead-letters deliveries to
 //! removed upstreams; the outbox metrics.
 
+#[path = "support_old/mod.rs"]
 mod support;
 
 use std::collections::{HashMap, HashSet};

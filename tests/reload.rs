@@ -2,6 +2,7 @@
 //! a bounded time; bad configs and certificates are refused while the old
 //! ones keep serving; nothing in flight fails across a swap.
 
+#[path = "support_old/mod.rs"]
 mod support;
 
 use std::path::Path;

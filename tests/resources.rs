@@ -1,6 +1,7 @@
 //! Resource bounds of the real binary: 1,000 stalled connections and a
 //! flood of large bodies keep its memory bounded, and it keeps serving.
 
+#[path = "support_old/mod.rs"]
 mod support;
 
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! request it accepted, and a storm of SIGHUPs changes nothing but the
 //! generation.
 
+#[path = "support_old/mod.rs"]
 mod support;
 
 use std::sync::Arc;

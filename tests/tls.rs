@@ -3,6 +3,7 @@
 //! and an HTTPS upstream that has its own CA and wants a client
 //! certificate. Certificates come from `callgate::certs::generate()`.
 
+#[path = "support_old/mod.rs"]
 mod support;
 
 use std::net::SocketAddr;
