@@ -75,7 +75,8 @@ impl Im {
     }
 }
 
-fn callback_query(command: &str) -> String {
+/// The query string IM sends with a callback of the app [`APP`].
+pub fn callback_query(command: &str) -> String {
     format!(
         "SdkAppid={APP}&CallbackCommand={command}&contenttype=json&ClientIP=1.2.3.4&OptPlatform=RESTAPI"
     )
