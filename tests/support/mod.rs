@@ -122,6 +122,13 @@ macro_rules! assert_eventually {
 }
 pub(crate) use assert_eventually;
 
+/// Awaits `f` and measures how long it took.
+pub async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let started = std::time::Instant::now();
+    let value = f.await;
+    (value, started.elapsed())
+}
+
 /// `Duration::from_secs`, short.
 pub const fn secs(n: u64) -> Duration {
     Duration::from_secs(n)

@@ -178,7 +178,7 @@ impl Builder {
             addr,
             scheme,
             state,
-            server: Arc::new(server),
+            server: Arc::new(Mutex::new(Some(server))),
         }
     }
 }
@@ -190,7 +190,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     scheme: &'static str,
     state: Arc<State>,
-    server: Arc<JoinHandle<()>>,
+    server: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Upstream {
@@ -264,9 +264,14 @@ impl Upstream {
             .unwrap_or_else(|| panic!("the connection from {peer} never closed"))
     }
 
-    /// Stops listening and drops every open connection at once.
-    pub fn stop(&self) {
-        self.server.abort();
+    /// Stops listening and drops every open connection at once; returns
+    /// once the port is free.
+    pub async fn stop(&self) {
+        let server = self.server.lock().unwrap().take();
+        if let Some(server) = server {
+            server.abort();
+            let _ = server.await;
+        }
     }
 
     async fn until<T>(&self, limit: Duration, mut done: impl FnMut() -> Option<T>) -> Option<T> {
