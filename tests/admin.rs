@@ -289,14 +289,8 @@ async fn config_is_json_with_generation_and_redacted_tokens() {
 
 #[tokio::test]
 async fn reload_switches_routes_and_bumps_the_generation() {
-    let a = Upstream::start(Reply::json(
-        r#"{"ActionStatus":"OK","ErrorInfo":"from a","ErrorCode":0}"#,
-    ))
-    .await;
-    let b = Upstream::start(Reply::json(
-        r#"{"ActionStatus":"OK","ErrorInfo":"from b","ErrorCode":0}"#,
-    ))
-    .await;
+    let a = Upstream::start(Reply::tagged("from a")).await;
+    let b = Upstream::start(Reply::tagged("from b")).await;
     let gw = Gateway::start(&reload_config(to("a"), &a, &b)).await;
     let answer = gw.callback("Group.CallbackBeforeSendMsg", GROUP_SEND).await;
     assert!(answer.text().contains("from a"), "{}", answer.text());
@@ -335,10 +329,7 @@ async fn reload_switches_routes_and_bumps_the_generation() {
 
 #[tokio::test]
 async fn invalid_reloads_give_400_with_reasons_and_keep_the_old_routes() {
-    let a = Upstream::start(Reply::json(
-        r#"{"ActionStatus":"OK","ErrorInfo":"from a","ErrorCode":0}"#,
-    ))
-    .await;
+    let a = Upstream::start(Reply::tagged("from a")).await;
     let b = Upstream::start(Reply::ok()).await;
     let gw = Gateway::start(&reload_config(to("a"), &a, &b)).await;
     let good = reload_config(to("a"), &a, &b).yaml();

@@ -66,6 +66,14 @@ impl Reply {
         ))
     }
 
+    /// 200 and an "allow" whose `ErrorInfo` is `tag`, to tell upstreams
+    /// apart by their answers.
+    pub fn tagged(tag: &str) -> Self {
+        Self::json(&format!(
+            r#"{{"ActionStatus":"OK","ErrorInfo":"{tag}","ErrorCode":0}}"#
+        ))
+    }
+
     /// `status` with the OK body.
     pub fn status(status: u16) -> Self {
         Reply::Answer {
