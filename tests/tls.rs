@@ -331,31 +331,19 @@ async fn https_upstream_with_its_own_ca_and_a_client_certificate() {
     // request gets through: the decision falls back at once (well before
     // the 1.5 s default deadline, since the upstream failed).
     let started = std::time::Instant::now();
-    let a = gw
-        .callback(
-            "Group.CallbackBeforeCreateGroup",
-            &fixture("Group.CallbackBeforeCreateGroup"),
-        )
-        .await;
-    assert_eq!(
-        (a.status, a.outcome.as_str()),
-        (200, "fallback"),
-        "{}",
-        a.text()
-    );
-    assert_eq!(a.text(), OK);
-    let a = gw
-        .callback(
-            "Sns.CallbackPrevFriendAdd",
-            &fixture("Sns.CallbackPrevFriendAdd"),
-        )
-        .await;
-    assert_eq!(
-        (a.status, a.outcome.as_str()),
-        (200, "fallback"),
-        "{}",
-        a.text()
-    );
+    for command in [
+        "Group.CallbackBeforeCreateGroup",
+        "Sns.CallbackPrevFriendAdd",
+    ] {
+        let a = gw.callback(command, &fixture(command)).await;
+        assert_eq!(
+            (a.status, a.outcome.as_str()),
+            (200, "fallback"),
+            "{command}: {}",
+            a.text()
+        );
+        assert_eq!(a.text(), OK, "{command}");
+    }
     assert!(
         started.elapsed() < Duration::from_millis(1400),
         "fallback took {:?}",
