@@ -1,0 +1,268 @@
+//! `callgate send`: a callback as IM sends it, to an in-process gateway.
+
+use std::time::Duration;
+
+use crate::TOKEN;
+use crate::support::*;
+use crate::write;
+
+/// The apps `APP` and `SIGNED_APP` (with `TOKEN`), everything to `up`.
+fn send_config(up: &Upstream) -> Config {
+    Config::catch_all(up).app(APP).signed_app(SIGNED_APP, TOKEN)
+}
+
+async fn send_gateway(up: &Upstream) -> Gateway {
+    Gateway::start(&send_config(up)).await
+}
+
+fn send_args(url: &str, app: u64, command: &str) -> Vec<String> {
+    [
+        "send",
+        "--url",
+        url,
+        "--sdkappid",
+        &app.to_string(),
+        "--command",
+        command,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+async fn send(args: &[String], stdin: Option<&[u8]>) -> Out {
+    let mut c = callgate();
+    c.args(args);
+    exec_with(c, stdin).await
+}
+
+#[tokio::test]
+async fn send_delivers_a_decision_and_prints_the_answer() {
+    let answer = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0,"Marker":"from-upstream"}"#;
+    let up = Upstream::start(Reply::json(answer)).await;
+    let gw = send_gateway(&up).await;
+    let out = send(
+        &send_args(&gw.im().base(), APP, "Group.CallbackBeforeSendMsg"),
+        None,
+    )
+    .await;
+    out.expect_code(0, "send");
+    assert!(out.stdout.contains("HTTP 200"), "{out:#?}");
+    assert!(
+        out.stdout.contains("x-callgate-outcome: upstream"),
+        "{out:#?}"
+    );
+    assert!(
+        out.stdout.contains("from-upstream"),
+        "the answer body is printed: {out:#?}"
+    );
+    let received = up.wait_for(1, Duration::from_secs(5)).await;
+    let r = &received[0];
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["CallbackCommand"], "Group.CallbackBeforeSendMsg");
+    let query = r.uri.query().unwrap();
+    assert!(query.contains(&format!("SdkAppid={APP}")), "{query}");
+    assert!(
+        query.contains("CallbackCommand=Group.CallbackBeforeSendMsg"),
+        "{query}"
+    );
+    // The request id printed is the one the upstream got.
+    let id = r.headers["x-request-id"].to_str().unwrap();
+    assert!(out.stdout.contains(id), "{out:#?}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn send_default_bodies_pass_the_checks_for_every_kind() {
+    let up = Upstream::start(Reply::ok()).await;
+    let gw = send_gateway(&up).await;
+    for (command, outcome) in [
+        ("Group.CallbackAfterNewMemberJoin", "queued"),
+        ("Sns.CallbackPrevFriendAdd", "upstream"),
+        ("Push.OfflinePush", "queued"),
+        ("ContentCallback.ResultNotify", "queued"),
+    ] {
+        let out = send(&send_args(&gw.im().base(), APP, command), None).await;
+        out.expect_code(0, command);
+        assert!(out.stdout.contains("HTTP 200"), "{command}: {out:#?}");
+        assert!(
+            out.stdout
+                .contains(&format!("x-callgate-outcome: {outcome}")),
+            "{command}: {out:#?}"
+        );
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn send_signs_with_token() {
+    let up = Upstream::start(Reply::ok()).await;
+    let gw = send_gateway(&up).await;
+    let base = send_args(&gw.im().base(), SIGNED_APP, "Group.CallbackBeforeSendMsg");
+
+    let mut args = base.clone();
+    args.extend(["--token".into(), TOKEN.into()]);
+    let out = send(&args, None).await;
+    out.expect_code(0, "send --token");
+    assert!(out.stdout.contains("HTTP 200"), "{out:#?}");
+    assert!(
+        out.stdout.contains("x-callgate-outcome: upstream"),
+        "{out:#?}"
+    );
+    let received = up.wait_for(1, Duration::from_secs(5)).await;
+    let query = received[0].uri.query().unwrap().to_owned();
+    assert!(
+        query.contains("RequestTime=") && query.contains("Sign="),
+        "{query}"
+    );
+
+    // The token from the environment works the same.
+    let mut c = callgate();
+    c.args(&base).env("CALLGATE_SEND_TOKEN", TOKEN);
+    let out = exec_with(c, None).await;
+    assert!(
+        out.stdout.contains("x-callgate-outcome: upstream"),
+        "{out:#?}"
+    );
+
+    // Without the token, or with a wrong one: 401, nothing forwarded.
+    let out = send(&base, None).await;
+    assert!(out.stdout.contains("HTTP 401"), "{out:#?}");
+    assert!(
+        out.stdout.contains("x-callgate-outcome: rejected"),
+        "{out:#?}"
+    );
+    let mut args = base.clone();
+    args.extend(["--token".into(), "wrong-token".into()]);
+    let out = send(&args, None).await;
+    assert!(out.stdout.contains("HTTP 401"), "{out:#?}");
+    assert!(
+        !out.all().contains(TOKEN),
+        "the token is never printed: {out:#?}"
+    );
+    assert_eq!(up.count(), 2);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn send_presents_a_client_certificate_to_an_mtls_listener() {
+    let pki = Pki::new();
+    let up = Upstream::start(Reply::ok()).await;
+    let config = send_config(&up).listener(Listener::mtls(&pki));
+    let gw = Gateway::start(&config).await;
+    let url = format!("https://127.0.0.1:{}/im", gw.addr().port());
+    let base = send_args(&url, APP, "Group.CallbackBeforeSendMsg");
+
+    let mut args = base.clone();
+    args.extend(
+        [
+            "--cert",
+            &pki.path("client.pem"),
+            "--key",
+            &pki.path("client-key.pem"),
+            "--ca",
+            &pki.path("ca.pem"),
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    let out = send(&args, None).await;
+    out.expect_code(0, "send with a client certificate");
+    assert!(out.stdout.contains("HTTP 200"), "{out:#?}");
+    assert!(
+        out.stdout.contains("x-callgate-outcome: upstream"),
+        "{out:#?}"
+    );
+    let received = up.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(received[0].headers["x-forwarded-proto"], "https");
+
+    // Without the client certificate the handshake fails: a transport failure.
+    let mut args = base.clone();
+    args.extend(["--ca".to_string(), pki.path("ca.pem")]);
+    let out = send(&args, None).await;
+    assert_ne!(out.code(), Some(0), "{out:#?}");
+    // Without --ca the dev certificate is not trusted.
+    let mut args = base.clone();
+    args.extend(
+        [
+            "--cert",
+            &pki.path("client.pem"),
+            "--key",
+            &pki.path("client-key.pem"),
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    let out = send(&args, None).await;
+    assert_ne!(out.code(), Some(0), "{out:#?}");
+    assert_eq!(up.count(), 1);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn send_to_a_closed_port_fails() {
+    let addr = closed_port();
+    let out = send(
+        &send_args(
+            &format!("http://{addr}/im"),
+            APP,
+            "Group.CallbackBeforeSendMsg",
+        ),
+        None,
+    )
+    .await;
+    assert_ne!(out.code(), Some(0), "{out:#?}");
+    assert_eq!(
+        out.code(),
+        Some(1),
+        "a transport failure is a runtime failure: {out:#?}"
+    );
+    assert!(!out.stderr.is_empty(), "{out:#?}");
+    assert!(!out.stdout.contains("HTTP "), "{out:#?}");
+}
+
+#[tokio::test]
+async fn send_body_from_a_file_and_from_stdin_byte_for_byte() {
+    let up = Upstream::start(Reply::ok()).await;
+    let gw = send_gateway(&up).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Spacing, key order, escapes and non-ASCII text as written: any
+    // re-serialisation would show.
+    let file_body = "{ \"CallbackCommand\" : \"Group.CallbackBeforeSendMsg\",\n  \"GroupId\":\"@TGS#2J4SZEAEL\",\"Type\":\"Public\",\"From_Account\":\"alice\",\"Operator_Account\":\"alice\",\"Random\":123456,\"OnlineOnlyFlag\":0,\n  \"MsgBody\":[{\"MsgType\":\"TIMTextElem\",\"MsgContent\":{\"Text\":\"h\u{e9}llo \\u00e9 \u{1f600}\"}}],\"EventTime\":1670574414123 }\n";
+    let stdin_body = file_body
+        .replace("alice", "bob\\tby stdin")
+        .replace("\n", "\r\n");
+    let path = write(dir.path(), "body.json", file_body);
+
+    let mut args = send_args(&gw.im().base(), APP, "Group.CallbackBeforeSendMsg");
+    args.extend(["--body".into(), arg(&path).to_owned()]);
+    let out = send(&args, None).await;
+    assert!(
+        out.stdout.contains("x-callgate-outcome: upstream"),
+        "{out:#?}"
+    );
+
+    let mut args = send_args(&gw.im().base(), APP, "Group.CallbackBeforeSendMsg");
+    args.extend(["--body".into(), "-".into()]);
+    let out = send(&args, Some(stdin_body.as_bytes())).await;
+    assert!(
+        out.stdout.contains("x-callgate-outcome: upstream"),
+        "{out:#?}"
+    );
+
+    let received = up.wait_for(2, Duration::from_secs(5)).await;
+    assert_eq!(received[0].body, file_body.as_bytes());
+    assert_eq!(received[1].body, stdin_body.as_bytes());
+
+    // A body file that does not exist: nothing is sent.
+    let mut args = send_args(&gw.im().base(), APP, "Group.CallbackBeforeSendMsg");
+    args.extend([
+        "--body".into(),
+        arg(&dir.path().join("absent.json")).to_owned(),
+    ]);
+    let out = send(&args, None).await;
+    assert_ne!(out.code(), Some(0), "{out:#?}");
+    assert!(out.stderr.contains("absent.json"), "{out:#?}");
+    assert_eq!(up.count(), 2);
+    gw.shutdown().await;
+}
