@@ -38,11 +38,7 @@ pub struct Admin {
 
 impl Admin {
     pub fn new(addr: SocketAddr) -> Self {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
+        let http = super::pooled_client();
         Admin { addr, http }
     }
 

@@ -94,6 +94,15 @@ pub fn test_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// A client that keeps connections open between requests.
+pub fn pooled_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
 /// An answer of the gateway.
 #[derive(Debug)]
 pub struct Answer {

@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use admin::{Admin, Page};
 pub use config::{Config, Endpoint, Listener, Route};
-pub use gateway::{Answer, Gateway, Im, callback_query, test_client};
+pub use gateway::{Answer, Gateway, Im, callback_query, pooled_client, test_client};
 pub use metrics::{
     MetricMatch, Metrics, Sample, deliveries, fallbacks, metric, requests, upstream_requests,
 };

@@ -116,6 +116,16 @@ pub struct Received {
     pub client_cert: Option<Vec<u8>>,
 }
 
+impl Received {
+    /// The header's value, or "" when absent.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
 type Script = Arc<dyn Fn(usize) -> Reply + Send + Sync>;
 
 #[derive(Default)]
