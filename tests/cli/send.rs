@@ -42,7 +42,7 @@ async fn send_delivers_a_decision_and_prints_the_answer() {
     let up = Upstream::start(Reply::json(answer)).await;
     let gw = send_gateway(&up).await;
     let out = send(
-        &send_args(&gw.im().base(), APP, "Group.CallbackBeforeSendMsg"),
+        &send_args(gw.im().base(), APP, "Group.CallbackBeforeSendMsg"),
         None,
     )
     .await;
@@ -82,7 +82,7 @@ async fn send_default_bodies_pass_the_checks_for_every_kind() {
         ("Push.OfflinePush", "queued"),
         ("ContentCallback.ResultNotify", "queued"),
     ] {
-        let out = send(&send_args(&gw.im().base(), APP, command), None).await;
+        let out = send(&send_args(gw.im().base(), APP, command), None).await;
         out.expect_code(0, command);
         assert!(out.stdout.contains("HTTP 200"), "{command}: {out:#?}");
         assert!(
@@ -98,7 +98,7 @@ async fn send_default_bodies_pass_the_checks_for_every_kind() {
 async fn send_signs_with_token() {
     let up = Upstream::start(Reply::ok()).await;
     let gw = send_gateway(&up).await;
-    let base = send_args(&gw.im().base(), SIGNED_APP, "Group.CallbackBeforeSendMsg");
+    let base = send_args(gw.im().base(), SIGNED_APP, "Group.CallbackBeforeSendMsg");
 
     let mut args = base.clone();
     args.extend(["--token".into(), TOKEN.into()]);
@@ -234,7 +234,7 @@ async fn send_body_from_a_file_and_from_stdin_byte_for_byte() {
         .replace("\n", "\r\n");
     let path = write(dir.path(), "body.json", file_body);
 
-    let mut args = send_args(&gw.im().base(), APP, "Group.CallbackBeforeSendMsg");
+    let mut args = send_args(gw.im().base(), APP, "Group.CallbackBeforeSendMsg");
     args.extend(["--body".into(), arg(&path).to_owned()]);
     let out = send(&args, None).await;
     assert!(
@@ -242,7 +242,7 @@ async fn send_body_from_a_file_and_from_stdin_byte_for_byte() {
         "{out:#?}"
     );
 
-    let mut args = send_args(&gw.im().base(), APP, "Group.CallbackBeforeSendMsg");
+    let mut args = send_args(gw.im().base(), APP, "Group.CallbackBeforeSendMsg");
     args.extend(["--body".into(), "-".into()]);
     let out = send(&args, Some(stdin_body.as_bytes())).await;
     assert!(
@@ -255,7 +255,7 @@ async fn send_body_from_a_file_and_from_stdin_byte_for_byte() {
     assert_eq!(received[1].body, stdin_body.as_bytes());
 
     // A body file that does not exist: nothing is sent.
-    let mut args = send_args(&gw.im().base(), APP, "Group.CallbackBeforeSendMsg");
+    let mut args = send_args(gw.im().base(), APP, "Group.CallbackBeforeSendMsg");
     args.extend([
         "--body".into(),
         arg(&dir.path().join("absent.json")).to_owned(),

@@ -15,14 +15,7 @@ use crate::support::*;
 async fn acknowledged_then_delivered_after_the_upstream_recovers() {
     const N: usize = 10;
     const FAILURES: usize = 3 * N;
-    let up = Upstream::scripted(|n| {
-        if n < FAILURES {
-            Reply::status(503)
-        } else {
-            Reply::ok()
-        }
-    })
-    .await;
+    let up = Upstream::failing_first(FAILURES, 503).await;
     let gw = Gateway::start(&config(
         retries(50, "20ms", "200ms"),
         &[("legacy", up.url())],
@@ -166,7 +159,7 @@ async fn one_upstream_down_does_not_repeat_deliveries_to_the_other() {
 async fn outbox_metrics_follow_the_backlog() {
     const N: usize = 3;
     let healthy = Arc::new(AtomicBool::new(false));
-    let up = down_until(&healthy).await;
+    let up = Upstream::failing_until(&healthy, 503).await;
     let gw = Gateway::start(&config(
         retries(1000, "50ms", "200ms"),
         &[("legacy", up.url())],

@@ -193,7 +193,7 @@ async fn a_reload_removing_an_upstream_dead_letters_its_deliveries() {
     let delivery = retries(1000, "100ms", "300ms");
     let gone = Upstream::start(Reply::status(503)).await;
     let healthy = Arc::new(AtomicBool::new(false));
-    let kept = down_until(&healthy).await;
+    let kept = Upstream::failing_until(&healthy, 503).await;
     let gw = Gateway::start(&config(
         delivery.clone(),
         &[("gone", gone.url()), ("kept", kept.url())],

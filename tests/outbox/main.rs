@@ -13,8 +13,6 @@ mod dead_letters;
 mod restarts;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -57,19 +55,6 @@ fn config(delivery: Config, upstreams: &[(&str, String)]) -> Config {
 /// Retries every `backoff`, up to `max_backoff`, `max_attempts` times.
 fn retries(max_attempts: u32, backoff: &str, max_backoff: &str) -> Config {
     Config::new().retries(max_attempts, backoff, max_backoff)
-}
-
-/// An upstream answering 503 until `flag` is set, then 200.
-async fn down_until(flag: &Arc<AtomicBool>) -> Upstream {
-    let flag = flag.clone();
-    Upstream::scripted(move |_| {
-        if flag.load(Ordering::SeqCst) {
-            Reply::ok()
-        } else {
-            Reply::status(503)
-        }
-    })
-    .await
 }
 
 /// `callgate_outbox_pending`.

@@ -95,21 +95,30 @@ pub fn closed_port() -> std::net::SocketAddr {
     free_addr()
 }
 
-/// Polls `cond` (an expression; it may `.await`) every [`POLL`] until it
-/// holds; after `within`, fails with the message.
+/// Polls `cond` (an expression; it may `.await`) every [`POLL`] (or
+/// `every` that) until it holds; after `within`, fails with the message.
 ///
 /// ```ignore
 /// assert_eventually!(up.count() >= 2, secs(5), "only {} requests", up.count());
+/// assert_eventually!(delivered(&up), secs(30), every ms(200), "lost some");
 /// ```
 macro_rules! assert_eventually {
-    ($cond:expr, $within:expr, $($msg:tt)+) => {{
+    ($cond:expr, $within:expr, every $poll:expr, $($msg:tt)+) => {{
         let within: std::time::Duration = $within;
         let deadline = tokio::time::Instant::now() + within;
         while !$cond {
             assert!(tokio::time::Instant::now() < deadline, $($msg)+);
-            tokio::time::sleep($crate::support::POLL).await;
+            tokio::time::sleep($poll).await;
         }
     }};
+    ($cond:expr, $within:expr, $($msg:tt)+) => {
+        $crate::support::assert_eventually!(
+            $cond,
+            $within,
+            every $crate::support::POLL,
+            $($msg)+
+        )
+    };
     ($cond:expr, $within:expr) => {
         $crate::support::assert_eventually!(
             $cond,

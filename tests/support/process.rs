@@ -223,7 +223,9 @@ impl Binary {
         self.run().await;
     }
 
-    async fn wait_ready(&mut self) {
+    /// Waits (bounded) until `/readyz` says 200; panics at once if the
+    /// process exited.
+    pub async fn wait_ready(&mut self) {
         super::assert_eventually!(
             {
                 if let Some(status) = self.try_wait() {

@@ -9,7 +9,7 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -227,6 +227,31 @@ impl Upstream {
 
     pub async fn scripted(script: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Self {
         Self::builder().script(script).start().await
+    }
+
+    /// Answers `status` to the first `times` requests, then OK.
+    pub async fn failing_first(times: usize, status: u16) -> Self {
+        Self::scripted(move |n| {
+            if n < times {
+                Reply::status(status)
+            } else {
+                Reply::ok()
+            }
+        })
+        .await
+    }
+
+    /// Answers `status` until `healthy` is set, then OK.
+    pub async fn failing_until(healthy: &Arc<AtomicBool>, status: u16) -> Self {
+        let healthy = healthy.clone();
+        Self::scripted(move |_| {
+            if healthy.load(Ordering::SeqCst) {
+                Reply::ok()
+            } else {
+                Reply::status(status)
+            }
+        })
+        .await
     }
 
     /// `http://ADDR/im/callback` (or `https://`).
