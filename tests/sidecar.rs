@@ -11,6 +11,15 @@ use support::*;
 
 const CMD: &str = "Group.CallbackBeforeSendMsg";
 
+/// What the senders saw, and when they should stop.
+#[derive(Default)]
+struct Load {
+    answered: AtomicUsize,
+    refused: AtomicUsize,
+    broken: AtomicUsize,
+    stop: AtomicBool,
+}
+
 #[tokio::test]
 async fn sigterm_under_load_answers_every_accepted_request() {
     let up = Upstream::start(Reply::code(0).after(ms(150))).await;
@@ -18,24 +27,13 @@ async fn sigterm_under_load_answers_every_accepted_request() {
     // A fresh connection per request (the IM client does not pool): after
     // SIGTERM new connections are refused (not accepted), while accepted
     // ones must be answered.
-    let (answered, refused, broken) = (
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicUsize::new(0)),
-    );
-    let stop = Arc::new(AtomicBool::new(false));
+    let load = Arc::new(Load::default());
     let mut senders = Vec::new();
     for _ in 0..8 {
-        let (im, answered, refused, broken, stop) = (
-            gw.im().clone(),
-            answered.clone(),
-            refused.clone(),
-            broken.clone(),
-            stop.clone(),
-        );
+        let (im, load) = (gw.im().clone(), load.clone());
         senders.push(tokio::spawn(async move {
             for _ in 0..500 {
-                if stop.load(Ordering::Relaxed) {
+                if load.stop.load(Ordering::Relaxed) {
                     break;
                 }
                 match im.try_callback(CMD, GROUP_SEND).await {
@@ -46,15 +44,15 @@ async fn sigterm_under_load_answers_every_accepted_request() {
                             "{}",
                             a.text()
                         );
-                        answered.fetch_add(1, Ordering::Relaxed);
+                        load.answered.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) if e.is_connect() => {
-                        refused.fetch_add(1, Ordering::Relaxed);
+                        load.refused.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(ms(20)).await;
                     }
                     Err(e) => {
                         eprintln!("accepted request without an answer: {e:?}");
-                        broken.fetch_add(1, Ordering::Relaxed);
+                        load.broken.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -62,23 +60,23 @@ async fn sigterm_under_load_answers_every_accepted_request() {
     }
     up.wait_for(16, secs(10)).await;
     let status = gw.terminate().await;
-    stop.store(true, Ordering::Relaxed);
+    load.stop.store(true, Ordering::Relaxed);
     for s in senders {
         s.await.unwrap();
     }
     assert_eq!(status.code(), Some(0));
     eprintln!(
         "answered {}, refused after SIGTERM {}, broken {}",
-        answered.load(Ordering::Relaxed),
-        refused.load(Ordering::Relaxed),
-        broken.load(Ordering::Relaxed)
+        load.answered.load(Ordering::Relaxed),
+        load.refused.load(Ordering::Relaxed),
+        load.broken.load(Ordering::Relaxed)
     );
     assert_eq!(
-        broken.load(Ordering::Relaxed),
+        load.broken.load(Ordering::Relaxed),
         0,
         "accepted requests were left without an answer"
     );
-    assert!(answered.load(Ordering::Relaxed) >= 16);
+    assert!(load.answered.load(Ordering::Relaxed) >= 16);
 }
 
 #[tokio::test]

@@ -24,11 +24,7 @@ async fn dead_letters_are_listed_replayed_and_purged() {
         .value(1.0)
         .eventually(gw.admin(), Duration::from_secs(5))
         .await;
-    assert_eq!(
-        metric("callgate_outbox_dead_letters").get(&m),
-        Some(1.0),
-        "{m}"
-    );
+    assert_eq!(dead_letters().get(&m), Some(1.0), "{m}");
     assert_eq!(deliveries("legacy", "retried").get(&m), Some(2.0), "{m}");
     assert_eq!(pending().get(&m), Some(0.0), "{m}");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -54,16 +50,7 @@ async fn dead_letters_are_listed_replayed_and_purged() {
     let out = outbox(&["-c", arg(&cfg), "list"]).await.ok();
     assert!(out.rows().is_empty(), "{}", out.stdout);
     let stats = outbox_stats(&cfg).await;
-    assert_eq!(
-        (
-            stats.stat("events"),
-            stats.stat("pending deliveries"),
-            stats.stat("dead letters")
-        ),
-        (1, 0, 1),
-        "{}",
-        stats.stdout
-    );
+    assert_eq!(stats.counts(), (1, 0, 1), "{}", stats.stdout);
     assert!(stats.stdout.contains("  legacy: 1"), "{}", stats.stdout);
 
     // Replayed: back to pending, and delivered by the next run.
@@ -85,54 +72,28 @@ async fn dead_letters_are_listed_replayed_and_purged() {
         .value(1.0)
         .eventually(gw.admin(), Duration::from_secs(5))
         .await;
-    assert_eq!(
-        metric("callgate_outbox_dead_letters").get(&m),
-        Some(0.0),
-        "{m}"
-    );
+    assert_eq!(dead_letters().get(&m), Some(0.0), "{m}");
     let dir = stop(gw).await;
     let stats = outbox_stats(&cfg).await;
-    assert_eq!(
-        (
-            stats.stat("events"),
-            stats.stat("pending deliveries"),
-            stats.stat("dead letters")
-        ),
-        (0, 0, 0),
-        "{}",
-        stats.stdout
-    );
+    assert_eq!(stats.counts(), (0, 0, 0), "{}", stats.stdout);
 
     // Another dead letter, purged.
     let gw = Gateway::start_in(dir, &config(delivery.clone(), &[("legacy", bad.url())])).await;
     assert_eq!(gw.callback(CMD, &body(2)).await.outcome, "queued");
-    metric("callgate_outbox_dead_letters")
+    dead_letters()
         .value(1.0)
         .eventually(gw.admin(), Duration::from_secs(5))
         .await;
     let dir = stop(gw).await;
     let stats = outbox_stats(&cfg).await;
-    assert_eq!(
-        (stats.stat("events"), stats.stat("dead letters")),
-        (1, 1),
-        "{}",
-        stats.stdout
-    );
+    let (events, _, dead) = stats.counts();
+    assert_eq!((events, dead), (1, 1), "{}", stats.stdout);
     let out = outbox(&["--outbox", arg(&folder), "purge", "--dead"])
         .await
         .ok();
     assert!(out.stdout.contains("1 dead letters deleted"), "{out:?}");
     let stats = outbox_stats(&cfg).await;
-    assert_eq!(
-        (
-            stats.stat("events"),
-            stats.stat("pending deliveries"),
-            stats.stat("dead letters")
-        ),
-        (0, 0, 0),
-        "{}",
-        stats.stdout
-    );
+    assert_eq!(stats.counts(), (0, 0, 0), "{}", stats.stdout);
     assert!(
         outbox(&["-c", arg(&cfg), "list", "--dead"])
             .await
@@ -217,11 +178,7 @@ async fn a_reload_removing_an_upstream_dead_letters_its_deliveries() {
         .value(N as f64)
         .eventually(gw.admin(), Duration::from_secs(5))
         .await;
-    assert_eq!(
-        metric("callgate_outbox_dead_letters").get(&m),
-        Some(N as f64),
-        "{m}"
-    );
+    assert_eq!(dead_letters().get(&m), Some(N as f64), "{m}");
     // Only attempts already in flight at the reload (one per delivery at
     // most) reached the removed upstream since.
     let after_reload = gone.count();

@@ -62,6 +62,11 @@ fn pending() -> MetricMatch {
     metric("callgate_outbox_pending")
 }
 
+/// `callgate_outbox_dead_letters`.
+fn dead_letters() -> MetricMatch {
+    metric("callgate_outbox_dead_letters")
+}
+
 /// Shuts an in-process gateway down (bounded) and keeps its folder, so a
 /// later gateway can start on the same config and outbox.
 async fn stop(mut g: Gateway) -> tempfile::TempDir {
@@ -95,6 +100,15 @@ trait Listing {
     fn stat(&self, label: &str) -> u64;
     /// The rows of `outbox list`: (event, upstream, attempts, whole line).
     fn rows(&self) -> Vec<(u64, String, u32, String)>;
+    /// The counts of `outbox stats`: (events, pending deliveries, dead letters).
+    fn counts(&self) -> (u64, u64, u64) {
+        let events = self.stat("events");
+        (
+            events,
+            self.stat("pending deliveries"),
+            self.stat("dead letters"),
+        )
+    }
 }
 
 impl Listing for Out {

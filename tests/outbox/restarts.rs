@@ -61,6 +61,15 @@ async fn delivered_after_a_graceful_restart() {
     stop(gw).await;
 }
 
+/// What the senders of the SIGKILL test sent and saw acknowledged.
+#[derive(Default)]
+struct Load {
+    next: AtomicUsize,
+    acks: AtomicUsize,
+    acked: Mutex<HashSet<usize>>,
+    unexpected: Mutex<Vec<String>>,
+}
+
 /// 3. SIGKILL while notifications pour in: every notification that was
 ///    acknowledged is delivered by the next run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -76,37 +85,31 @@ async fn acknowledged_notifications_survive_sigkill() {
 
     // A pooled client: the answer's head is all a sender reads.
     let http = pooled_client();
-    let next = Arc::new(AtomicUsize::new(0));
-    let acks = Arc::new(AtomicUsize::new(0));
-    let acked = Arc::new(Mutex::new(HashSet::new()));
-    let unexpected = Arc::new(Mutex::new(Vec::new()));
+    let load = Arc::new(Load::default());
     let url = format!("{}?SdkAppid={APP}&CallbackCommand={CMD}", gw.im().base());
     let mut senders = Vec::new();
     for _ in 0..SENDERS {
-        let (http, next, acks, acked, unexpected, url) = (
-            http.clone(),
-            next.clone(),
-            acks.clone(),
-            acked.clone(),
-            unexpected.clone(),
-            url.clone(),
-        );
+        let (http, load, url) = (http.clone(), load.clone(), url.clone());
         senders.push(tokio::spawn(async move {
             for _ in 0..5_000 {
-                let n = next.fetch_add(1, Ordering::SeqCst);
+                let n = load.next.fetch_add(1, Ordering::SeqCst);
                 match http.post(&url).body(body(n)).send().await {
                     // The answer's head is only sent after the durable
                     // commit: this is the acknowledgement.
                     Ok(r) if r.status() == 200 => {
                         let outcome = r.headers().get("x-callgate-outcome").cloned();
                         if outcome.as_ref().and_then(|v| v.to_str().ok()) == Some("queued") {
-                            acked.lock().unwrap().insert(n);
-                            acks.fetch_add(1, Ordering::SeqCst);
+                            load.acked.lock().unwrap().insert(n);
+                            load.acks.fetch_add(1, Ordering::SeqCst);
                         } else {
-                            unexpected.lock().unwrap().push(format!("{n}: {outcome:?}"));
+                            load.unexpected
+                                .lock()
+                                .unwrap()
+                                .push(format!("{n}: {outcome:?}"));
                         }
                     }
-                    Ok(r) => unexpected
+                    Ok(r) => load
+                        .unexpected
                         .lock()
                         .unwrap()
                         .push(format!("{n}: status {}", r.status())),
@@ -117,10 +120,10 @@ async fn acknowledged_notifications_survive_sigkill() {
         }));
     }
     assert_eventually!(
-        acks.load(Ordering::SeqCst) >= KILL_AFTER,
+        load.acks.load(Ordering::SeqCst) >= KILL_AFTER,
         Duration::from_secs(20),
         "only {} acknowledgements in 20 s:\n{}",
-        acks.load(Ordering::SeqCst),
+        load.acks.load(Ordering::SeqCst),
         gw.log()
     );
     gw.signal("-KILL");
@@ -135,12 +138,12 @@ async fn acknowledged_notifications_survive_sigkill() {
             .expect("a sender hung after the kill")
             .unwrap();
     }
-    let sent = next.load(Ordering::SeqCst);
-    let acked: HashSet<usize> = acked.lock().unwrap().clone();
+    let sent = load.next.load(Ordering::SeqCst);
+    let acked: HashSet<usize> = load.acked.lock().unwrap().clone();
     assert!(
-        unexpected.lock().unwrap().is_empty(),
+        load.unexpected.lock().unwrap().is_empty(),
         "answers other than 200 queued: {:?}",
-        unexpected.lock().unwrap()
+        load.unexpected.lock().unwrap()
     );
 
     // The upstream comes up; the gateway starts again on the same config.
