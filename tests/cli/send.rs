@@ -15,25 +15,38 @@ async fn send_gateway(up: &Upstream) -> Gateway {
     Gateway::start(&send_config(up)).await
 }
 
+/// `callgate send` of `command` for `app` to `url`: the arguments every
+/// call has.
 fn send_args(url: &str, app: u64, command: &str) -> Vec<String> {
-    [
+    let app = app.to_string();
+    let args = [
         "send",
         "--url",
         url,
         "--sdkappid",
-        &app.to_string(),
+        &app,
         "--command",
         command,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ];
+    args.iter().map(|s| s.to_string()).collect()
 }
 
-async fn send(args: &[String], stdin: Option<&[u8]>) -> Out {
+/// Runs `callgate` with `args` then `extra`, `stdin` as its input.
+async fn send(args: &[String], extra: &[&str], stdin: Option<&[u8]>) -> Out {
     let mut c = callgate();
-    c.args(args);
+    c.args(args).args(extra);
     exec_with(c, stdin).await
+}
+
+/// Asserts the answer printed says `status` and `outcome`.
+#[track_caller]
+fn assert_answered(out: &Out, status: u16, outcome: &str) {
+    let (status, outcome) = (
+        format!("HTTP {status}"),
+        format!("x-callgate-outcome: {outcome}"),
+    );
+    assert!(out.stdout.contains(&status), "{status}: {out:#?}");
+    assert!(out.stdout.contains(&outcome), "{outcome}: {out:#?}");
 }
 
 #[tokio::test]
@@ -41,17 +54,10 @@ async fn send_delivers_a_decision_and_prints_the_answer() {
     let answer = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0,"Marker":"from-upstream"}"#;
     let up = Upstream::start(Reply::json(answer)).await;
     let gw = send_gateway(&up).await;
-    let out = send(
-        &send_args(gw.im().base(), APP, "Group.CallbackBeforeSendMsg"),
-        None,
-    )
-    .await;
+    let base = send_args(gw.im().base(), APP, "Group.CallbackBeforeSendMsg");
+    let out = send(&base, &[], None).await;
     out.expect_code(0, "send");
-    assert!(out.stdout.contains("HTTP 200"), "{out:#?}");
-    assert!(
-        out.stdout.contains("x-callgate-outcome: upstream"),
-        "{out:#?}"
-    );
+    assert_answered(&out, 200, "upstream");
     assert!(
         out.stdout.contains("from-upstream"),
         "the answer body is printed: {out:#?}"
@@ -82,14 +88,9 @@ async fn send_default_bodies_pass_the_checks_for_every_kind() {
         ("Push.OfflinePush", "queued"),
         ("ContentCallback.ResultNotify", "queued"),
     ] {
-        let out = send(&send_args(gw.im().base(), APP, command), None).await;
+        let out = send(&send_args(gw.im().base(), APP, command), &[], None).await;
         out.expect_code(0, command);
-        assert!(out.stdout.contains("HTTP 200"), "{command}: {out:#?}");
-        assert!(
-            out.stdout
-                .contains(&format!("x-callgate-outcome: {outcome}")),
-            "{command}: {out:#?}"
-        );
+        assert_answered(&out, 200, outcome);
     }
     gw.shutdown().await;
 }
@@ -100,15 +101,9 @@ async fn send_signs_with_token() {
     let gw = send_gateway(&up).await;
     let base = send_args(gw.im().base(), SIGNED_APP, "Group.CallbackBeforeSendMsg");
 
-    let mut args = base.clone();
-    args.extend(["--token".into(), TOKEN.into()]);
-    let out = send(&args, None).await;
+    let out = send(&base, &["--token", TOKEN], None).await;
     out.expect_code(0, "send --token");
-    assert!(out.stdout.contains("HTTP 200"), "{out:#?}");
-    assert!(
-        out.stdout.contains("x-callgate-outcome: upstream"),
-        "{out:#?}"
-    );
+    assert_answered(&out, 200, "upstream");
     let received = up.wait_for(1, Duration::from_secs(5)).await;
     let query = received[0].uri.query().unwrap().to_owned();
     assert!(
@@ -126,15 +121,9 @@ async fn send_signs_with_token() {
     );
 
     // Without the token, or with a wrong one: 401, nothing forwarded.
-    let out = send(&base, None).await;
-    assert!(out.stdout.contains("HTTP 401"), "{out:#?}");
-    assert!(
-        out.stdout.contains("x-callgate-outcome: rejected"),
-        "{out:#?}"
-    );
-    let mut args = base.clone();
-    args.extend(["--token".into(), "wrong-token".into()]);
-    let out = send(&args, None).await;
+    let out = send(&base, &[], None).await;
+    assert_answered(&out, 401, "rejected");
+    let out = send(&base, &["--token", "wrong-token"], None).await;
     assert!(out.stdout.contains("HTTP 401"), "{out:#?}");
     assert!(
         !out.all().contains(TOKEN),
@@ -153,47 +142,23 @@ async fn send_presents_a_client_certificate_to_an_mtls_listener() {
     let url = format!("https://127.0.0.1:{}/im", gw.addr().port());
     let base = send_args(&url, APP, "Group.CallbackBeforeSendMsg");
 
-    let mut args = base.clone();
-    args.extend(
-        [
-            "--cert",
-            &pki.path("client.pem"),
-            "--key",
-            &pki.path("client-key.pem"),
-            "--ca",
-            &pki.path("ca.pem"),
-        ]
-        .iter()
-        .map(|s| s.to_string()),
+    let (cert, key, ca) = (
+        pki.path("client.pem"),
+        pki.path("client-key.pem"),
+        pki.path("ca.pem"),
     );
-    let out = send(&args, None).await;
+    let identity = ["--cert", &cert, "--key", &key];
+    let out = send(&base, &[&identity[..], &["--ca", &ca]].concat(), None).await;
     out.expect_code(0, "send with a client certificate");
-    assert!(out.stdout.contains("HTTP 200"), "{out:#?}");
-    assert!(
-        out.stdout.contains("x-callgate-outcome: upstream"),
-        "{out:#?}"
-    );
+    assert_answered(&out, 200, "upstream");
     let received = up.wait_for(1, Duration::from_secs(5)).await;
     assert_eq!(received[0].headers["x-forwarded-proto"], "https");
 
     // Without the client certificate the handshake fails: a transport failure.
-    let mut args = base.clone();
-    args.extend(["--ca".to_string(), pki.path("ca.pem")]);
-    let out = send(&args, None).await;
+    let out = send(&base, &["--ca", &ca], None).await;
     assert_ne!(out.code(), Some(0), "{out:#?}");
     // Without --ca the dev certificate is not trusted.
-    let mut args = base.clone();
-    args.extend(
-        [
-            "--cert",
-            &pki.path("client.pem"),
-            "--key",
-            &pki.path("client-key.pem"),
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
-    let out = send(&args, None).await;
+    let out = send(&base, &identity, None).await;
     assert_ne!(out.code(), Some(0), "{out:#?}");
     assert_eq!(up.count(), 1);
     gw.shutdown().await;
@@ -202,12 +167,10 @@ async fn send_presents_a_client_certificate_to_an_mtls_listener() {
 #[tokio::test]
 async fn send_to_a_closed_port_fails() {
     let addr = closed_port();
+    let url = format!("http://{addr}/im");
     let out = send(
-        &send_args(
-            &format!("http://{addr}/im"),
-            APP,
-            "Group.CallbackBeforeSendMsg",
-        ),
+        &send_args(&url, APP, "Group.CallbackBeforeSendMsg"),
+        &[],
         None,
     )
     .await;
@@ -234,17 +197,13 @@ async fn send_body_from_a_file_and_from_stdin_byte_for_byte() {
         .replace("\n", "\r\n");
     let path = write(dir.path(), "body.json", file_body);
 
-    let mut args = send_args(gw.im().base(), APP, "Group.CallbackBeforeSendMsg");
-    args.extend(["--body".into(), arg(&path).to_owned()]);
-    let out = send(&args, None).await;
+    let base = send_args(gw.im().base(), APP, "Group.CallbackBeforeSendMsg");
+    let out = send(&base, &["--body", arg(&path)], None).await;
     assert!(
         out.stdout.contains("x-callgate-outcome: upstream"),
         "{out:#?}"
     );
-
-    let mut args = send_args(gw.im().base(), APP, "Group.CallbackBeforeSendMsg");
-    args.extend(["--body".into(), "-".into()]);
-    let out = send(&args, Some(stdin_body.as_bytes())).await;
+    let out = send(&base, &["--body", "-"], Some(stdin_body.as_bytes())).await;
     assert!(
         out.stdout.contains("x-callgate-outcome: upstream"),
         "{out:#?}"
@@ -255,12 +214,8 @@ async fn send_body_from_a_file_and_from_stdin_byte_for_byte() {
     assert_eq!(received[1].body, stdin_body.as_bytes());
 
     // A body file that does not exist: nothing is sent.
-    let mut args = send_args(gw.im().base(), APP, "Group.CallbackBeforeSendMsg");
-    args.extend([
-        "--body".into(),
-        arg(&dir.path().join("absent.json")).to_owned(),
-    ]);
-    let out = send(&args, None).await;
+    let absent = dir.path().join("absent.json");
+    let out = send(&base, &["--body", arg(&absent)], None).await;
     assert_ne!(out.code(), Some(0), "{out:#?}");
     assert!(out.stderr.contains("absent.json"), "{out:#?}");
     assert_eq!(up.count(), 2);
