@@ -1,7 +1,6 @@
 //! A three-node NATS cluster: losing a node, and a fleet scaled up and
 //! down under load.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
@@ -13,7 +12,8 @@ async fn losing_a_node_of_a_three_node_cluster_loses_nothing_acknowledged() {
     let _alone = CLUSTERS.lock().await;
     let mut cluster = NatsCluster::start();
     let up = Upstream::start(Reply::ok().after(Duration::from_millis(5))).await;
-    let gw = Gateway::start(&on_nats(&cluster.urls(), 50, 3, &[("legacy", &up)])).await;
+    let config = on_nats(&cluster.urls(), 50, 3, &[("legacy", &up)]);
+    let gw = Gateway::start(&config).await;
     // A new cluster elects its leaders first.
     gw.admin().wait_ready(Duration::from_secs(45)).await;
 
@@ -34,14 +34,8 @@ async fn losing_a_node_of_a_three_node_cluster_loses_nothing_acknowledged() {
     let victim: usize = leader.trim_start_matches('n').parse::<usize>().unwrap() - 1;
 
     let acked = acked();
-    let addr = gw.addr();
     // Open-ended load, stopped once the cluster has proven it goes on.
-    let load = tokio::spawn(load(
-        move |_| callback_url(addr),
-        0..100_000,
-        8,
-        acked.clone(),
-    ));
+    let load = tokio::spawn(load(targets(&[gw.addr()]), 0..100_000, 8, acked.clone()));
     wait_acked(&acked, 150, Duration::from_secs(45)).await;
     cluster.nodes[victim].kill();
     // The other two keep a quorum: after a new election, callbacks are
@@ -64,19 +58,10 @@ async fn a_fleet_scaled_up_and_down_under_load_on_a_cluster_loses_nothing_acknow
     // Binary::start_quiet waits for /readyz, which waits for the cluster.
     let first = Binary::start_quiet(&rest).await;
     let second = Binary::start_quiet(&rest).await;
-    let addrs = Arc::new(Mutex::new(vec![first.listen, second.listen]));
+    let addrs = targets(&[first.listen, second.listen]);
 
     let acked = acked();
-    let targets = addrs.clone();
-    let load = tokio::spawn(load(
-        move |i| {
-            let t = targets.lock().unwrap();
-            callback_url(t[i % t.len()])
-        },
-        0..900,
-        12,
-        acked.clone(),
-    ));
+    let load = tokio::spawn(load(addrs.clone(), 0..900, 12, acked.clone()));
     let wait_acked = |n| wait_acked(&acked, n, Duration::from_secs(60));
     // Scale up: a third gateway joins and takes traffic.
     wait_acked(150).await;

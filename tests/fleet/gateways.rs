@@ -1,7 +1,6 @@
 //! Several gateways on one stream: each event once per upstream, a
 //! gateway killed mid-load, the stream deleted under them.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
@@ -58,18 +57,9 @@ async fn a_gateway_killed_mid_load_leaves_nothing_acknowledged_behind() {
     .await;
     let rest = on_nats(&[nats.url()], 50, 1, &[("legacy", &up)]);
     let victim = Binary::start_quiet(&rest).await;
-    let targets = Arc::new(Mutex::new(vec![victim.listen]));
+    let targets = targets(&[victim.listen]);
     let acked = acked();
-    let to = targets.clone();
-    let load = tokio::spawn(load(
-        move |i| {
-            let t = to.lock().unwrap();
-            callback_url(t[i % t.len()])
-        },
-        0..600,
-        16,
-        acked.clone(),
-    ));
+    let load = tokio::spawn(load(targets.clone(), 0..600, 16, acked.clone()));
     assert_eventually!(
         acked.lock().unwrap().len() >= 200 && up.count() >= HUNG,
         Duration::from_secs(30),
@@ -119,34 +109,23 @@ async fn a_stream_deleted_under_running_gateways_is_put_back_without_losing_what
     // them). "During" is a load started once the deletion returned, while
     // the gateways put the stream back; "after" one started once both
     // take notifications again, which must all be acknowledged.
-    let targets = [one.listen, two.listen];
+    let both = targets(&[one.listen, two.listen]);
     let before = acked();
-    let first = tokio::spawn(load(
-        move |i| callback_url(targets[i % 2]),
-        0..1500,
-        8,
-        before.clone(),
-    ));
+    let first = tokio::spawn(load(both.clone(), 0..1500, 8, before.clone()));
     wait_acked(&before, 200, Duration::from_secs(30)).await;
     let js = jetstream(&nats.url()).await;
     js.delete_stream("CALLGATE").await.unwrap();
     let during = acked();
-    load(
-        move |i| callback_url(targets[i % 2]),
-        10_000..11_000,
-        8,
-        during.clone(),
-    )
-    .await;
+    load(both.clone(), 10_000..11_000, 8, during.clone()).await;
     first.await.unwrap();
     // The gateways put the stream back and take notifications again.
     let mut probe = 20_000;
-    for target in targets {
+    for target in [one.listen, two.listen] {
         assert_eventually!(
             {
                 let acked = acked();
-                let one = probe..probe + 1;
-                load(move |_| callback_url(target), one, 1, acked.clone()).await;
+                let once = probe..probe + 1;
+                load(targets(&[target]), once, 1, acked.clone()).await;
                 probe += 1;
                 !acked.lock().unwrap().is_empty()
             },
@@ -156,13 +135,7 @@ async fn a_stream_deleted_under_running_gateways_is_put_back_without_losing_what
         );
     }
     let after = acked();
-    load(
-        move |i| callback_url(targets[i % 2]),
-        30_000..30_400,
-        8,
-        after.clone(),
-    )
-    .await;
+    load(both, 30_000..30_400, 8, after.clone()).await;
     let after = after.lock().unwrap().clone();
     assert_eq!(after.len(), 400, "acknowledged once the stream was back");
     let mut acked = during.lock().unwrap().clone();

@@ -10,6 +10,7 @@ mod gateways;
 mod node;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -71,25 +72,32 @@ fn acked() -> Acked {
     Arc::new(Mutex::new(Vec::new()))
 }
 
-/// Sends `n` distinct notifications to `url_of(i)`, `conc` at a time, and
-/// pushes the bodies acknowledged with 200 to `acked`. Every other answer
-/// (503, a dropped connection) is allowed: it tells IM nothing was taken.
-async fn load(
-    url_of: impl Fn(usize) -> String + Send + Sync + 'static,
-    n: impl Into<std::ops::Range<usize>>,
-    conc: usize,
-    acked: Acked,
-) {
+/// The gateways a load sends to, in turn; a test may change them while
+/// the load runs.
+type Targets = Arc<Mutex<Vec<SocketAddr>>>;
+
+fn targets(addrs: &[SocketAddr]) -> Targets {
+    Arc::new(Mutex::new(addrs.to_vec()))
+}
+
+/// Sends the distinct notifications `n`, `conc` at a time, the ith to the
+/// ith of `targets` in turn, and pushes the bodies acknowledged with 200 to
+/// `acked`. Every other answer (503, a dropped connection) is allowed: it
+/// tells IM nothing was taken.
+async fn load(targets: Targets, n: impl Into<std::ops::Range<usize>>, conc: usize, acked: Acked) {
     use futures_util::StreamExt;
     let http = test_client();
-    let url_of = Arc::new(url_of);
     futures_util::stream::iter(n.into())
         .for_each_concurrent(conc, |i| {
-            let (http, acked, url_of) = (http.clone(), acked.clone(), url_of.clone());
+            let (http, acked) = (http.clone(), acked.clone());
+            let url = {
+                let t = targets.lock().unwrap();
+                callback_url(t[i % t.len()])
+            };
             async move {
                 let body = member_join(i);
                 let sent = http
-                    .post(url_of(i))
+                    .post(url)
                     .timeout(Duration::from_secs(5))
                     .body(body.clone())
                     .send()
@@ -137,7 +145,7 @@ async fn assert_all_delivered(up: &Upstream, acked: &[String], limit: Duration) 
     );
 }
 
-fn callback_url(addr: std::net::SocketAddr) -> String {
+fn callback_url(addr: SocketAddr) -> String {
     format!("http://{addr}/im?SdkAppid={APP}&CallbackCommand={CMD}")
 }
 

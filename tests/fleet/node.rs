@@ -15,13 +15,9 @@ async fn single_node_stores_then_delivers_and_retries() {
     // 500 twice, then success.
     let flaky = Upstream::failing_first(2, 500).await;
     let steady = Upstream::start(Reply::ok()).await;
-    let gw = Gateway::start(&on_nats(
-        &[nats.url()],
-        8,
-        1,
-        &[("flaky", &flaky), ("steady", &steady)],
-    ))
-    .await;
+    let ups = [("flaky", &flaky), ("steady", &steady)];
+    let config = on_nats(&[nats.url()], 8, 1, &ups);
+    let gw = Gateway::start(&config).await;
     gw.admin().wait_ready(Duration::from_secs(10)).await;
 
     let answer = gw.callback(CMD, &member_join(1)).await;
@@ -46,7 +42,8 @@ async fn the_oldest_pending_age_follows_the_stream() {
     let nats = NatsNode::start();
     let healthy = Arc::new(AtomicBool::new(false));
     let up = Upstream::failing_until(&healthy, 500).await;
-    let gw = Gateway::start(&on_nats(&[nats.url()], 1000, 1, &[("legacy", &up)])).await;
+    let config = on_nats(&[nats.url()], 1000, 1, &[("legacy", &up)]);
+    let gw = Gateway::start(&config).await;
     gw.admin().wait_ready(Duration::from_secs(10)).await;
     let answer = gw.callback(CMD, &member_join(1)).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
@@ -71,13 +68,9 @@ async fn dead_letters_are_listed_replayed_and_purged_while_the_fleet_runs() {
     // Fails both attempts, then would succeed (after a replay).
     let flaky = Upstream::failing_first(2, 500).await;
     let broken = Upstream::start(Reply::status(503)).await;
-    let gw = Gateway::start(&on_nats(
-        &[nats.url()],
-        2,
-        1,
-        &[("flaky", &flaky), ("broken", &broken)],
-    ))
-    .await;
+    let ups = [("flaky", &flaky), ("broken", &broken)];
+    let config = on_nats(&[nats.url()], 2, 1, &ups);
+    let gw = Gateway::start(&config).await;
     gw.admin().wait_ready(Duration::from_secs(10)).await;
     let answer = gw.callback(CMD, &member_join(7)).await;
     assert_eq!(answer.status, 200);
@@ -195,7 +188,8 @@ async fn a_gateway_started_before_nats_waits_for_it_without_taking_notifications
     let mut nats = NatsNode::start();
     nats.kill();
     let up = Upstream::start(Reply::ok()).await;
-    let gw = Gateway::start(&on_nats(&[nats.url()], 50, 1, &[("legacy", &up)])).await;
+    let config = on_nats(&[nats.url()], 50, 1, &[("legacy", &up)]);
+    let gw = Gateway::start(&config).await;
     assert_eq!(gw.admin().readyz().await, 503);
     let refused = gw.callback(CMD, &member_join(1)).await;
     assert_eq!(refused.status, 503, "{}", refused.text());
