@@ -36,9 +36,7 @@ fn q(command: &str) -> String {
 }
 
 fn signed(time: u64, sign: &str) -> String {
-    format!(
-        "SdkAppid={SIGNED_APP}&CallbackCommand=Group.CallbackAfterNewMemberJoin&RequestTime={time}&Sign={sign}"
-    )
+    signed_query(SIGNED_APP, "Group.CallbackAfterNewMemberJoin", time, sign)
 }
 
 /// Every rejection answers at once, and the upstream never hears of it.

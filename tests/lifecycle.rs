@@ -42,17 +42,9 @@ async fn json_logs_have_one_line_per_callback_and_no_secrets() {
     const TOKEN: &str = "tok-NEVER-IN-LOGS-42";
     let up = Upstream::start(Reply::ok()).await;
     let config = Config::catch_all(&up).signed_app(APP, TOKEN);
-    let mut gw = Binary::launch(&config)
-        .arg("--log-format")
-        .arg("json")
-        .rust_log("debug")
-        .start()
-        .await;
-    let now = now().to_string();
-    let sign = sign(TOKEN, &now);
-    let query = format!(
-        "SdkAppid={APP}&CallbackCommand=Group.CallbackBeforeSendMsg&RequestTime={now}&Sign={sign}"
-    );
+    let launch = Binary::launch(&config).json_logs().rust_log("debug");
+    let mut gw = launch.start().await;
+    let (query, sign) = signed_now(APP, "Group.CallbackBeforeSendMsg", TOKEN);
     let answer = gw.im().post(&query, GROUP_SEND).await;
     assert_eq!(answer.outcome, "upstream");
     let bad = gw

@@ -119,16 +119,8 @@ async fn run_reloads_on_sighup() {
 async fn run_logs_one_json_line_per_callback_without_secrets() {
     let up = Upstream::start(Reply::ok()).await;
     let config = Config::catch_all(&up).signed_app(SIGNED_APP, TOKEN);
-    let mut gw = Binary::launch(&config)
-        .arg("--log-format")
-        .arg("json")
-        .start()
-        .await;
-    let t = now().to_string();
-    let sign = sign(TOKEN, &t);
-    let query = format!(
-        "SdkAppid={SIGNED_APP}&CallbackCommand=Group.CallbackBeforeSendMsg&RequestTime={t}&Sign={sign}"
-    );
+    let mut gw = Binary::launch(&config).json_logs().start().await;
+    let (query, _) = signed_now(SIGNED_APP, "Group.CallbackBeforeSendMsg", TOKEN);
     let a = gw.im().post(&query, GROUP_SEND).await;
     assert_eq!(a.outcome, "upstream", "{}", a.text());
     assert_eq!(gw.terminate().await.code(), Some(0));

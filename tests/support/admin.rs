@@ -38,7 +38,8 @@ pub struct Admin {
 
 impl Admin {
     pub fn new(addr: SocketAddr) -> Self {
-        let http = super::pooled_client();
+        // Not pooled, like IM's client: a fresh connection per request.
+        let http = super::test_client();
         Admin { addr, http }
     }
 

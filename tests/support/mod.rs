@@ -85,6 +85,19 @@ pub fn sign(token: &str, request_time: &str) -> String {
     callgate::validate::expected_sign(token, request_time)
 }
 
+/// The query of a callback of `app` for `command`, signed with `sign` at
+/// `request_time`.
+pub fn signed_query(app: u64, command: &str, request_time: u64, sign: &str) -> String {
+    format!("SdkAppid={app}&CallbackCommand={command}&RequestTime={request_time}&Sign={sign}")
+}
+
+/// [`signed_query`] signed with `token` now; and the `Sign`.
+pub fn signed_now(app: u64, command: &str, token: &str) -> (String, String) {
+    let time = now();
+    let sign = sign(token, &time.to_string());
+    (signed_query(app, command, time, &sign), sign)
+}
+
 /// How many serving threads the gateway runs (one upstream pool each).
 pub fn serving_threads() -> usize {
     callgate::server::cores::count()

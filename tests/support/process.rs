@@ -122,6 +122,11 @@ impl Launch {
         self
     }
 
+    /// `--log-format json`.
+    pub fn json_logs(self) -> Self {
+        self.arg("--log-format").arg("json")
+    }
+
     /// `RUST_LOG` (by default unset: the binary's own default, info).
     pub fn rust_log(mut self, filter: &str) -> Self {
         self.rust_log = Some(filter.to_owned());
@@ -234,6 +239,7 @@ impl Binary {
                 self.admin.readyz().await == 200
             },
             READY_LIMIT,
+            every Duration::from_millis(50),
             "/readyz never answered 200:\n{}",
             self.log()
         );
