@@ -195,12 +195,7 @@ async fn metrics_cover_every_spec_6_family_with_its_labels() {
 async fn metrics_are_prometheus_text() {
     let up = Upstream::start(Reply::ok()).await;
     let gw = Gateway::start(&Config::catch_all(&up)).await;
-    assert_eq!(
-        gw.callback("Group.CallbackBeforeSendMsg", GROUP_SEND)
-            .await
-            .outcome,
-        "upstream"
-    );
+    assert_eq!(gw.decision().await.outcome, "upstream");
     let page = gw.admin().get("/metrics").await;
     assert_eq!(page.status, 200);
     let ct = page.header("content-type");
@@ -286,14 +281,14 @@ async fn reload_switches_routes_and_bumps_the_generation() {
     let a = Upstream::start(Reply::tagged("from a")).await;
     let b = Upstream::start(Reply::tagged("from b")).await;
     let gw = Gateway::start(&reload_config(to("a"), &a, &b)).await;
-    let answer = gw.callback("Group.CallbackBeforeSendMsg", GROUP_SEND).await;
+    let answer = gw.decision().await;
     assert!(answer.text().contains("from a"), "{}", answer.text());
 
     gw.rewrite(&reload_config(to("b"), &a, &b));
     let (status, v) = reload(&gw).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["generation"], 2, "{v}");
-    let answer = gw.callback("Group.CallbackBeforeSendMsg", GROUP_SEND).await;
+    let answer = gw.decision().await;
     assert!(answer.text().contains("from b"), "{}", answer.text());
     assert_eq!((a.count(), b.count()), (1, 1));
 
@@ -366,7 +361,7 @@ async fn invalid_reloads_give_400_with_reasons_and_keep_the_old_routes() {
             assert!(all.contains(m), "{what}: reasons should mention {m:?}: {v}");
         }
         // The old config keeps serving.
-        let answer = gw.callback("Group.CallbackBeforeSendMsg", GROUP_SEND).await;
+        let answer = gw.decision().await;
         assert_eq!(answer.outcome, "upstream", "{what}");
         assert!(
             answer.text().contains("from a"),
@@ -392,12 +387,7 @@ async fn invalid_reloads_give_400_with_reasons_and_keep_the_old_routes() {
     assert_eq!(status, 200, "{v}");
     let generation = v["generation"].as_u64().unwrap();
     assert!(generation >= 2, "{v}");
-    assert_eq!(
-        gw.callback("Group.CallbackBeforeSendMsg", GROUP_SEND)
-            .await
-            .outcome,
-        "upstream"
-    );
+    assert_eq!(gw.decision().await.outcome, "upstream");
     assert_eq!(b.count(), 1);
     metric("callgate_config_generation")
         .value(generation as f64)

@@ -10,8 +10,7 @@ async fn shutdown_lets_requests_in_flight_finish_and_readyz_reports_draining() {
     let up = Upstream::start(Reply::code(3).after(ms(600))).await;
     let gw = Gateway::start(&Config::catch_all(&up)).await;
     let (im, admin, addr) = (gw.im().clone(), gw.admin().clone(), gw.addr());
-    let in_flight =
-        tokio::spawn(async move { im.callback("Group.CallbackBeforeSendMsg", GROUP_SEND).await });
+    let in_flight = tokio::spawn(async move { im.decision().await });
     up.wait_for(1, secs(5)).await;
     let shutdown = tokio::spawn(gw.shutdown());
     // While draining: not ready, and no new connections.

@@ -136,7 +136,7 @@ async fn max_connections_holds_new_clients_until_a_slot_frees() {
     let n = first.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     // The second connection is accepted by the kernel but not served.
-    let second = gw.callback("Group.CallbackBeforeSendMsg", GROUP_SEND);
+    let second = gw.decision();
     tokio::pin!(second);
     assert!(
         tokio::time::timeout(Duration::from_millis(500), &mut second)
@@ -168,12 +168,7 @@ async fn garbage_and_invalid_http_get_closed_without_harm() {
             "{answer}"
         );
     }
-    assert_eq!(
-        gw.callback("Group.CallbackBeforeSendMsg", GROUP_SEND)
-            .await
-            .outcome,
-        "upstream"
-    );
+    assert_eq!(gw.decision().await.outcome, "upstream");
     assert_eq!(up.count(), 1);
     gw.shutdown().await;
 }

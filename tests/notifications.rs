@@ -29,10 +29,7 @@ async fn acknowledged_at_once_and_delivered_to_every_upstream() {
         started.elapsed() < Duration::from_millis(1000),
         "not acknowledged at once"
     );
-    assert_eq!(
-        (answer.status, answer.outcome.as_str(), answer.text()),
-        (200, "queued", OK)
-    );
+    answer.assert_is(200, "queued", OK);
     for up in [&fast, &slow] {
         let got = up.wait_for(1, Duration::from_secs(5)).await;
         assert_eq!(got[0].body, MEMBER_JOIN.as_bytes());
@@ -116,10 +113,7 @@ async fn unrouted_notifications_are_acknowledged_and_counted() {
         .route(Route::new("C2C.*", &["a"]));
     let gw = Gateway::start(&config).await;
     let answer = gw.callback(CMD, MEMBER_JOIN).await;
-    assert_eq!(
-        (answer.status, answer.outcome.as_str(), answer.text()),
-        (200, "unrouted", OK)
-    );
+    answer.assert_is(200, "unrouted", OK);
     requests(CMD, "unrouted")
         .value(1.0)
         .assert_in(&gw.metrics().await);

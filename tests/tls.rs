@@ -298,7 +298,7 @@ async fn https_upstream_with_its_own_ca_and_a_client_certificate() {
         .route(Route::new("Sns.CallbackPrevFriendAdd", &["no_ca"]));
     let gw = Gateway::start(&config).await;
 
-    let a = gw.callback("Group.CallbackBeforeSendMsg", GROUP_SEND).await;
+    let a = gw.decision().await;
     assert_eq!(a.status, 200, "{}", a.text());
     assert_eq!(a.outcome, "upstream", "{}", a.text());
     assert_eq!(
@@ -359,7 +359,7 @@ async fn https_upstream_with_its_own_ca_and_a_client_certificate() {
     assert_eventually!(up.failed_handshakes() >= 2, secs(5));
 
     // And the good route still works on a pooled (or new) connection.
-    let a = gw.callback("Group.CallbackBeforeSendMsg", GROUP_SEND).await;
+    let a = gw.decision().await;
     assert_eq!(&a.body[..], ANSWER.as_bytes());
     assert_eq!(up.count(), 2);
     gw.shutdown().await;

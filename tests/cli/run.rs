@@ -12,7 +12,7 @@ async fn run_serves_and_exits_0_on_sigterm() {
     let up = Upstream::start(Reply::ok()).await;
     let mut gw = Binary::start(&Config::catch_all(&up)).await;
 
-    let a = gw.callback("Group.CallbackBeforeSendMsg", GROUP_SEND).await;
+    let a = gw.decision().await;
     assert_eq!(
         (a.status, a.outcome.as_str()),
         (200, "upstream"),
@@ -43,7 +43,7 @@ async fn run_uses_callgate_config_and_exits_0_on_sigint() {
         .config_from_env()
         .start()
         .await;
-    let a = gw.callback("Group.CallbackBeforeSendMsg", GROUP_SEND).await;
+    let a = gw.decision().await;
     assert_eq!(a.outcome, "upstream");
     gw.signal("-INT");
     let status = gw.exit_within(Duration::from_secs(15)).await;
@@ -98,7 +98,7 @@ async fn run_reloads_on_sighup() {
     let mut gw = Binary::start(&Config::catch_all(&a)).await;
     let answer = |gw: &Binary| {
         let im = gw.im().clone();
-        async move { im.callback("Group.CallbackBeforeSendMsg", GROUP_SEND).await }
+        async move { im.decision().await }
     };
     assert!(answer(&gw).await.text().contains("\"a\""));
 

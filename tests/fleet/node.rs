@@ -160,7 +160,7 @@ async fn nats_down_means_503_for_notifications_only_and_recovery_after() {
     let refused = refused.unwrap();
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert_eq!(gw.admin().readyz().await, 503);
-    let decision = gw.callback("Group.CallbackBeforeSendMsg", GROUP_SEND).await;
+    let decision = gw.decision().await;
     assert_eq!(
         (decision.status, decision.outcome.as_str()),
         (200, "upstream")

@@ -39,6 +39,13 @@ impl Im {
         self.post(&callback_query(command), body).await
     }
 
+    /// POSTs the standard decision: [`GROUP_SEND`](super::GROUP_SEND) for
+    /// `Group.CallbackBeforeSendMsg`.
+    pub async fn decision(&self) -> Answer {
+        self.callback("Group.CallbackBeforeSendMsg", super::GROUP_SEND)
+            .await
+    }
+
     /// The same, or the transport error.
     pub async fn try_callback(
         &self,
@@ -147,6 +154,15 @@ impl Answer {
             .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {}", self.text()))
     }
 
+    /// Asserts the status, the outcome and the body, byte for byte.
+    #[track_caller]
+    pub fn assert_is(&self, status: u16, outcome: &str, body: &str) {
+        assert_eq!(
+            (self.status, self.outcome.as_str(), self.text()),
+            (status, outcome, body)
+        );
+    }
+
     /// Asserts a failure answer of the checks: status, JSON shape, and a
     /// reason containing `info`.
     #[track_caller]
@@ -232,6 +248,11 @@ impl Gateway {
     /// See [`Im::callback`].
     pub async fn callback(&self, command: &str, body: &str) -> Answer {
         self.im.callback(command, body).await
+    }
+
+    /// See [`Im::decision`].
+    pub async fn decision(&self) -> Answer {
+        self.im.decision().await
     }
 
     /// See [`Im::post`].

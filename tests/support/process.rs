@@ -280,6 +280,11 @@ impl Binary {
         self.im.callback(command, body).await
     }
 
+    /// See [`Im::decision`].
+    pub async fn decision(&self) -> Answer {
+        self.im.decision().await
+    }
+
     fn child(&mut self) -> &mut Child {
         self.child.as_mut().expect("started")
     }
