@@ -8,16 +8,14 @@ use std::time::{Duration, Instant};
 
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const CMD: &str = "Group.CallbackBeforeSendMsg";
 
-async fn gateway_to(up: &Upstream, extra: &str) -> Gateway {
-    Gateway::start(&format!(
-        "{extra}{}routes:\n  - match: \"*\"\n    upstreams: [a]\n    deadline: 800ms\n",
-        upstreams_yaml(&[("a", up)])
-    ))
-    .await
+/// A gateway on `config` routing everything to `up`, with a deadline.
+async fn gateway_to(up: &Upstream, config: Config) -> Gateway {
+    let route = Route::all(&["a"]).deadline("800ms");
+    Gateway::start(&config.upstream("a", up).route(route)).await
 }
 
 /// Sends raw bytes, returns everything the server sent before closing
@@ -60,30 +58,17 @@ fn post(query: &str, headers: &str, body: &str) -> Vec<u8> {
 #[tokio::test]
 async fn oversized_headers_and_too_many_headers_are_refused() {
     let up = Upstream::start(Reply::ok()).await;
-    let gw = gateway_to(&up, "").await;
+    let gw = gateway_to(&up, Config::new()).await;
     let q = format!("SdkAppid={APP}&CallbackCommand={CMD}");
     let huge = format!("x-big: {}\r\n", "a".repeat(1024 * 1024));
-    let answer = raw(
-        gw.addr(),
-        &post(&q, &huge, GROUP_SEND),
-        Duration::from_secs(5),
-    )
-    .await;
-    assert!(
-        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
-        "{answer}"
-    );
     let many: String = (0..500).map(|i| format!("x-h{i}: v\r\n")).collect();
-    let answer = raw(
-        gw.addr(),
-        &post(&q, &many, GROUP_SEND),
-        Duration::from_secs(5),
-    )
-    .await;
-    assert!(
-        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
-        "{answer}"
-    );
+    for headers in [huge, many] {
+        let answer = raw(gw.addr(), &post(&q, &headers, GROUP_SEND), secs(5)).await;
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+            "{answer}"
+        );
+    }
     assert_eq!(up.count(), 0);
     assert_eq!(gw.callback(CMD, GROUP_SEND).await.outcome, "upstream");
     gw.shutdown().await;
@@ -92,7 +77,7 @@ async fn oversized_headers_and_too_many_headers_are_refused() {
 #[tokio::test]
 async fn an_endless_chunked_body_is_cut_off_at_max_body() {
     let up = Upstream::start(Reply::ok()).await;
-    let gw = gateway_to(&up, "limits:\n  max_body: 64KiB\n").await;
+    let gw = gateway_to(&up, Config::new().limits("max_body", "64KiB")).await;
     let mut s = TcpStream::connect(gw.addr()).await.unwrap();
     let head = format!(
         "POST /im?SdkAppid={APP}&CallbackCommand={CMD} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -133,7 +118,7 @@ async fn an_endless_chunked_body_is_cut_off_at_max_body() {
 #[tokio::test]
 async fn invalid_percent_encoding_and_non_utf8_are_answered_not_crashed() {
     let up = Upstream::start(Reply::ok()).await;
-    let gw = gateway_to(&up, "").await;
+    let gw = gateway_to(&up, Config::new()).await;
     let cases: Vec<Vec<u8>> = vec![
         post(
             &format!("SdkAppid={APP}&CallbackCommand=%ZZ%"),
@@ -190,7 +175,7 @@ async fn invalid_percent_encoding_and_non_utf8_are_answered_not_crashed() {
 #[tokio::test]
 async fn clients_that_vanish_mid_request_leave_nothing_behind() {
     let up = Upstream::start(Reply::ok().after(Duration::from_millis(200))).await;
-    let gw = gateway_to(&up, "").await;
+    let gw = gateway_to(&up, Config::new()).await;
     for cut in [10, GROUP_SEND.len() / 2] {
         let mut s = TcpStream::connect(gw.addr()).await.unwrap();
         let req = post(
@@ -216,10 +201,8 @@ async fn clients_that_vanish_mid_request_leave_nothing_behind() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(gw.callback(CMD, GROUP_SEND).await.outcome, "upstream");
     let m = gw.metrics().await;
-    assert!(
-        m.contains("callgate_open_connections 1") || m.contains("callgate_open_connections 0"),
-        "{m}"
-    );
+    let open = metric("callgate_open_connections").get(&m);
+    assert!(open == Some(1.0) || open == Some(0.0), "{m}");
     gw.shutdown().await;
 }
 
@@ -227,40 +210,20 @@ async fn clients_that_vanish_mid_request_leave_nothing_behind() {
 async fn huge_upstream_answers_are_not_returned() {
     let huge = format!(r#"{{"ErrorCode":0,"Pad":"{}"}}"#, "x".repeat(200 * 1024));
     let up = Upstream::start(Reply::json(&huge)).await;
-    let gw = gateway_to(&up, "limits:\n  max_body: 64KiB\n").await;
+    let gw = gateway_to(&up, Config::new().limits("max_body", "64KiB")).await;
     let answer = gw.callback(CMD, GROUP_SEND).await;
     assert_eq!((answer.outcome.as_str(), answer.text()), ("fallback", OK));
-    assert!(
-        gw.metrics()
-            .await
-            .contains(r#"callgate_upstream_requests_total{upstream="a",result="bad_answer"} 1"#)
-    );
+    upstream_requests("a", "bad_answer")
+        .value(1.0)
+        .assert_in(&gw.metrics().await);
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn redirects_are_not_followed() {
     let target = Upstream::start(Reply::code(1)).await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let location = target.url();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let location = location.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                let _ = s.read(&mut buf).await;
-                let answer = format!(
-                    "HTTP/1.1 307 Temporary Redirect\r\nlocation: {location}\r\ncontent-length: 0\r\n\r\n"
-                );
-                let _ = s.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    let gw = Gateway::start(&format!(
-        "upstreams:\n  r:\n    url: \"http://{addr}/im\"\nroutes:\n  - match: \"*\"\n    upstreams: [r]\n"
-    ))
-    .await;
+    let redirect = Upstream::start(Reply::redirect(&target.url())).await;
+    let gw = Gateway::start(&Config::catch_all(&redirect)).await;
     let answer = gw.callback(CMD, GROUP_SEND).await;
     assert_eq!((answer.outcome.as_str(), answer.text()), ("fallback", OK));
     assert_eq!(target.count(), 0, "a redirect was followed");
@@ -271,7 +234,7 @@ async fn redirects_are_not_followed() {
 async fn an_answer_with_a_wrong_content_type_still_counts_when_it_is_json() {
     // IM itself only looks at the JSON; so does callgate.
     let up = Upstream::start(Reply::code(1)).await;
-    let gw = gateway_to(&up, "").await;
+    let gw = gateway_to(&up, Config::new()).await;
     assert_eq!(gw.callback(CMD, GROUP_SEND).await.json()["ErrorCode"], 1);
     gw.shutdown().await;
 }
@@ -280,46 +243,15 @@ async fn an_answer_with_a_wrong_content_type_still_counts_when_it_is_json() {
 /// next callbacks reach the new process.
 #[tokio::test]
 async fn the_upstream_pool_recovers_after_an_upstream_restart() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let first = tokio::spawn(async move {
-        // A minimal keep-alive server that we can kill with its connections.
-        let mut conns = Vec::new();
-        tokio::select! {
-            _ = async {
-                while let Ok((mut s, _)) = listener.accept().await {
-                    conns.push(tokio::spawn(async move {
-                        let mut buf = vec![0u8; 65536];
-                        while let Ok(n) = s.read(&mut buf).await {
-                            if n == 0 { break; }
-                            let body = OK;
-                            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
-                            if s.write_all(answer.as_bytes()).await.is_err() { break; }
-                        }
-                    }));
-                }
-            } => {}
-            _ = stop_rx => {}
-        }
-        for c in conns {
-            c.abort();
-        }
-    });
-    let gw = Gateway::start(&format!(
-        "upstreams:\n  a:\n    url: \"http://{addr}/im\"\nroutes:\n  - match: \"*\"\n    upstreams: [a]\n"
-    ))
-    .await;
+    // Keep-alive connections, all killed when it stops.
+    let first = Upstream::start(Reply::ok()).await;
+    let gw = Gateway::start(&Config::catch_all(&first)).await;
     for _ in 0..3 {
         assert_eq!(gw.callback(CMD, GROUP_SEND).await.outcome, "upstream");
     }
-    let _ = stop_tx.send(());
-    first.await.unwrap();
+    first.stop().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let second = Upstream::serve(
-        TcpListener::bind(addr).await.unwrap(),
-        std::sync::Arc::new(|_| Reply::ok()),
-    );
+    let second = Upstream::builder().bind(first.addr).start().await;
     // At most one callback may fall back while the stale connection is
     // found dead; after that every callback reaches the new upstream.
     let mut fallbacks = 0;
@@ -339,17 +271,13 @@ async fn the_upstream_pool_recovers_after_an_upstream_restart() {
 #[tokio::test]
 async fn an_upstream_name_that_does_not_resolve_is_a_failure_not_a_hang() {
     let host = format!("{}.invalid", "b".repeat(70));
-    let gw = Gateway::start(&format!(
-        "delivery:\n  max_attempts: 2\n  backoff: 20ms\n  max_backoff: 40ms\nupstreams:\n  nowhere:\n    url: \"http://{host}:9000/im\"\nroutes:\n  - match: \"*\"\n    upstreams: [nowhere]\n    deadline: 1500ms\n"
-    ))
-    .await;
-    let started = Instant::now();
-    let answer = gw.callback(CMD, GROUP_SEND).await;
-    assert!(
-        started.elapsed() < Duration::from_millis(1000),
-        "{:?}",
-        started.elapsed()
-    );
+    let config = Config::new()
+        .retries(2, "20ms", "40ms")
+        .upstream("nowhere", format!("http://{host}:9000/im"))
+        .route(Route::all(&["nowhere"]).deadline("1500ms"));
+    let gw = Gateway::start(&config).await;
+    let (answer, took) = timed(gw.callback(CMD, GROUP_SEND)).await;
+    assert!(took < ms(1000), "{took:?}");
     assert_eq!((answer.outcome.as_str(), answer.text()), ("fallback", OK));
     // A notification to it is retried, then dead-lettered.
     assert_eq!(
@@ -358,18 +286,10 @@ async fn an_upstream_name_that_does_not_resolve_is_a_failure_not_a_hang() {
             .outcome,
         "queued"
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let m = gw.metrics().await;
-        if m.contains(r#"callgate_deliveries_total{upstream="nowhere",result="dead"} 1"#) {
-            assert!(
-                m.contains(r#"callgate_deliveries_total{upstream="nowhere",result="retried"} 1"#),
-                "{m}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "never dead-lettered: {m}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let m = deliveries("nowhere", "dead")
+        .value(1.0)
+        .eventually(gw.admin(), secs(5))
+        .await;
+    deliveries("nowhere", "retried").value(1.0).assert_in(&m);
     gw.shutdown().await;
 }

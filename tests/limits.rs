@@ -28,14 +28,11 @@ async fn until_closed(stream: &mut TcpStream, limit: Duration) -> (String, Durat
     )
 }
 
-async fn gateway(limits: &str) -> (Upstream, Gateway) {
+/// An upstream, and a gateway on `config` routing everything to it.
+async fn gateway(config: Config) -> (Upstream, Gateway) {
     let up = Upstream::start(Reply::ok()).await;
-    let gw = Gateway::start(&format!(
-        "limits:\n{limits}{}routes:\n  - match: \"*\"\n    upstreams: [a]\n",
-        upstreams_yaml(&[("a", &up)])
-    ))
-    .await;
-    (up, gw)
+    let config = config.upstream("a", &up).route(Route::all(&["a"]));
+    (up, Gateway::start(&config).await)
 }
 
 fn request_head(body_len: usize) -> String {
@@ -46,7 +43,7 @@ fn request_head(body_len: usize) -> String {
 
 #[tokio::test]
 async fn a_silent_client_is_cut_off_after_header_timeout() {
-    let (_up, gw) = gateway("  header_timeout: 500ms\n").await;
+    let (_up, gw) = gateway(Config::new().limits("header_timeout", "500ms")).await;
     let mut s = TcpStream::connect(gw.addr()).await.unwrap();
     let (_, took) = until_closed(&mut s, Duration::from_secs(5)).await;
     assert!(took >= Duration::from_millis(400), "{took:?}");
@@ -55,7 +52,7 @@ async fn a_silent_client_is_cut_off_after_header_timeout() {
 
 #[tokio::test]
 async fn trickled_headers_are_cut_off_after_header_timeout() {
-    let (up, gw) = gateway("  header_timeout: 500ms\n").await;
+    let (up, gw) = gateway(Config::new().limits("header_timeout", "500ms")).await;
     let mut s = TcpStream::connect(gw.addr()).await.unwrap();
     let head = request_head(2);
     let started = Instant::now();
@@ -73,7 +70,7 @@ async fn trickled_headers_are_cut_off_after_header_timeout() {
 
 #[tokio::test]
 async fn a_trickled_body_gets_408_and_is_not_forwarded() {
-    let (up, gw) = gateway("  header_timeout: 500ms\n").await;
+    let (up, gw) = gateway(Config::new().limits("header_timeout", "500ms")).await;
     let mut s = TcpStream::connect(gw.addr()).await.unwrap();
     s.write_all(request_head(GROUP_SEND.len()).as_bytes())
         .await
@@ -91,13 +88,10 @@ async fn a_trickled_body_gets_408_and_is_not_forwarded() {
 async fn a_tls_listener_cuts_off_a_client_that_never_handshakes() {
     let pki = Pki::new();
     let up = Upstream::start(Reply::ok()).await;
-    let gw = Gateway::start(&format!(
-        "listeners:\n  - addr: \"127.0.0.1:0\"\n    tls:\n      cert: {}\n      key: {}\nlimits:\n  header_timeout: 500ms\n{}routes:\n  - match: \"*\"\n    upstreams: [a]\n",
-        pki.path("server.pem"),
-        pki.path("server-key.pem"),
-        upstreams_yaml(&[("a", &up)])
-    ))
-    .await;
+    let config = Config::catch_all(&up)
+        .listener(Listener::https(&pki))
+        .limits("header_timeout", "500ms");
+    let gw = Gateway::start(&config).await;
     let mut s = TcpStream::connect(gw.addr()).await.unwrap();
     let (_, took) = until_closed(&mut s, Duration::from_secs(5)).await;
     assert!(
@@ -114,7 +108,7 @@ async fn a_tls_listener_cuts_off_a_client_that_never_handshakes() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
-    let (_up, gw) = gateway("  idle_timeout: 600ms\n").await;
+    let (_up, gw) = gateway(Config::new().limits("idle_timeout", "600ms")).await;
     let mut s = TcpStream::connect(gw.addr()).await.unwrap();
     s.write_all(request_head(GROUP_SEND.len()).as_bytes())
         .await
@@ -131,7 +125,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
 
 #[tokio::test]
 async fn max_connections_holds_new_clients_until_a_slot_frees() {
-    let (_up, gw) = gateway("  max_connections: 1\n").await;
+    let (_up, gw) = gateway(Config::new().limits("max_connections", 1usize)).await;
     let mut first = TcpStream::connect(gw.addr()).await.unwrap();
     first
         .write_all(request_head(GROUP_SEND.len()).as_bytes())
@@ -142,7 +136,7 @@ async fn max_connections_holds_new_clients_until_a_slot_frees() {
     let n = first.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     // The second connection is accepted by the kernel but not served.
-    let second = gw.callback("Group.CallbackBeforeSendMsg", GROUP_SEND);
+    let second = gw.decision();
     tokio::pin!(second);
     assert!(
         tokio::time::timeout(Duration::from_millis(500), &mut second)
@@ -159,7 +153,7 @@ async fn max_connections_holds_new_clients_until_a_slot_frees() {
 
 #[tokio::test]
 async fn garbage_and_invalid_http_get_closed_without_harm() {
-    let (up, gw) = gateway("  max_body: 1MiB\n").await;
+    let (up, gw) = gateway(Config::new().limits("max_body", "1MiB")).await;
     for garbage in [
         &b"\x16\x03\x01\x00\xff garbage"[..],
         b"NOT HTTP AT ALL\r\n\r\n",
@@ -174,12 +168,7 @@ async fn garbage_and_invalid_http_get_closed_without_harm() {
             "{answer}"
         );
     }
-    assert_eq!(
-        gw.callback("Group.CallbackBeforeSendMsg", GROUP_SEND)
-            .await
-            .outcome,
-        "upstream"
-    );
+    assert_eq!(gw.decision().await.outcome, "upstream");
     assert_eq!(up.count(), 1);
     gw.shutdown().await;
 }
@@ -188,7 +177,12 @@ async fn garbage_and_invalid_http_get_closed_without_harm() {
 /// may wait for its next request up to `idle_timeout`.
 #[tokio::test]
 async fn keep_alive_connections_wait_idle_timeout_not_header_timeout() {
-    let (up, gw) = gateway("  header_timeout: 300ms\n  idle_timeout: 5s\n").await;
+    let (up, gw) = gateway(
+        Config::new()
+            .limits("header_timeout", "300ms")
+            .limits("idle_timeout", "5s"),
+    )
+    .await;
     let mut s = TcpStream::connect(gw.addr()).await.unwrap();
     let mut buf = vec![0u8; 4096];
     for round in 0..2 {

@@ -9,31 +9,27 @@ use support::*;
 
 const CMD: &str = "Group.CallbackAfterNewMemberJoin";
 
-fn delivery(max_attempts: u32, extra: &str) -> String {
-    format!(
-        "delivery:\n  max_attempts: {max_attempts}\n  backoff: 20ms\n  max_backoff: 100ms\n{extra}"
-    )
+/// Quick retries, at most `max_attempts`.
+fn retrying(max_attempts: u32) -> Config {
+    Config::new().retries(max_attempts, "20ms", "100ms")
 }
 
 #[tokio::test]
 async fn acknowledged_at_once_and_delivered_to_every_upstream() {
     let slow = Upstream::start(Reply::ok().after(Duration::from_millis(1500))).await;
     let fast = Upstream::start(Reply::ok()).await;
-    let gw = Gateway::start(&format!(
-        "{}routes:\n  - match: \"Group.CallbackAfter*\"\n    upstreams: [slow, fast]\n",
-        upstreams_yaml(&[("slow", &slow), ("fast", &fast)])
-    ))
-    .await;
+    let config = Config::new()
+        .upstream("slow", &slow)
+        .upstream("fast", &fast)
+        .route(Route::new("Group.CallbackAfter*", &["slow", "fast"]));
+    let gw = Gateway::start(&config).await;
     let started = Instant::now();
     let answer = gw.callback(CMD, MEMBER_JOIN).await;
     assert!(
         started.elapsed() < Duration::from_millis(1000),
         "not acknowledged at once"
     );
-    assert_eq!(
-        (answer.status, answer.outcome.as_str(), answer.text()),
-        (200, "queued", OK)
-    );
+    answer.assert_is(200, "queued", OK);
     for up in [&fast, &slow] {
         let got = up.wait_for(1, Duration::from_secs(5)).await;
         assert_eq!(got[0].body, MEMBER_JOIN.as_bytes());
@@ -55,12 +51,11 @@ async fn failed_deliveries_are_retried_until_they_succeed() {
     })
     .await;
     let steady = Upstream::start(Reply::ok()).await;
-    let gw = Gateway::start(&format!(
-        "{}{}routes:\n  - match: \"*\"\n    upstreams: [flaky, steady]\n",
-        delivery(8, ""),
-        upstreams_yaml(&[("flaky", &flaky), ("steady", &steady)])
-    ))
-    .await;
+    let config = retrying(8)
+        .upstream("flaky", &flaky)
+        .upstream("steady", &steady)
+        .route(Route::all(&["flaky", "steady"]));
+    let gw = Gateway::start(&config).await;
     assert_eq!(gw.callback(CMD, MEMBER_JOIN).await.outcome, "queued");
     let got = flaky.wait_for(3, Duration::from_secs(5)).await;
     assert!(got.iter().all(|r| r.body == MEMBER_JOIN.as_bytes()));
@@ -68,87 +63,60 @@ async fn failed_deliveries_are_retried_until_they_succeed() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!((flaky.count(), steady.count()), (3, 1));
     let m = gw.metrics().await;
-    assert!(
-        m.contains(r#"callgate_deliveries_total{upstream="flaky",result="retried"} 2"#),
-        "{m}"
-    );
-    assert!(
-        m.contains(r#"callgate_deliveries_total{upstream="flaky",result="delivered"} 1"#),
-        "{m}"
-    );
-    assert!(
-        m.contains(r#"callgate_deliveries_total{upstream="steady",result="delivered"} 1"#),
-        "{m}"
-    );
-    assert!(m.contains("callgate_outbox_pending 0"), "{m}");
+    deliveries("flaky", "retried").value(2.0).assert_in(&m);
+    deliveries("flaky", "delivered").value(1.0).assert_in(&m);
+    deliveries("steady", "delivered").value(1.0).assert_in(&m);
+    metric("callgate_outbox_pending").value(0.0).assert_in(&m);
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn deliveries_are_dead_lettered_after_max_attempts() {
     let down = Upstream::start(Reply::status(503)).await;
-    let gw = Gateway::start(&format!(
-        "{}{}routes:\n  - match: \"*\"\n    upstreams: [down]\n",
-        delivery(3, ""),
-        upstreams_yaml(&[("down", &down)])
-    ))
-    .await;
+    let config = retrying(3)
+        .upstream("down", &down)
+        .route(Route::all(&["down"]));
+    let gw = Gateway::start(&config).await;
     assert_eq!(gw.callback(CMD, MEMBER_JOIN).await.outcome, "queued");
     down.wait_for(3, Duration::from_secs(5)).await;
     // No fourth attempt comes.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(down.count(), 3);
     let m = gw.metrics().await;
-    assert!(
-        m.contains(r#"callgate_deliveries_total{upstream="down",result="dead"} 1"#),
-        "{m}"
-    );
-    assert!(
-        m.contains(r#"callgate_deliveries_total{upstream="down",result="retried"} 2"#),
-        "{m}"
-    );
+    deliveries("down", "dead").value(1.0).assert_in(&m);
+    deliveries("down", "retried").value(2.0).assert_in(&m);
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_full_queue_answers_503_and_counts_the_drop() {
     let hang = Upstream::start(Reply::Hang).await;
-    let gw = Gateway::start(&format!(
-        "{}{}routes:\n  - match: \"*\"\n    upstreams: [hang]\n",
-        delivery(8, "  max_pending: 1\n"),
-        upstreams_yaml(&[("hang", &hang)])
-    ))
-    .await;
+    let config = retrying(8)
+        .delivery("max_pending", 1usize)
+        .upstream("hang", &hang)
+        .route(Route::all(&["hang"]));
+    let gw = Gateway::start(&config).await;
     assert_eq!(gw.callback(CMD, MEMBER_JOIN).await.outcome, "queued");
     let full = gw.callback(CMD, MEMBER_JOIN).await;
     full.assert_rejected(503, "full");
     let m = gw.metrics().await;
-    assert!(
-        m.contains(r#"callgate_deliveries_total{upstream="hang",result="dropped"} 1"#),
-        "{m}"
-    );
-    assert!(m.contains("callgate_outbox_pending 1"), "{m}");
+    deliveries("hang", "dropped").value(1.0).assert_in(&m);
+    metric("callgate_outbox_pending").value(1.0).assert_in(&m);
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn unrouted_notifications_are_acknowledged_and_counted() {
     let up = Upstream::start(Reply::ok()).await;
-    let gw = Gateway::start(&format!(
-        "{}routes:\n  - match: \"C2C.*\"\n    upstreams: [a]\n",
-        upstreams_yaml(&[("a", &up)])
-    ))
-    .await;
+    let config = Config::new()
+        .upstream("a", &up)
+        .route(Route::new("C2C.*", &["a"]));
+    let gw = Gateway::start(&config).await;
     let answer = gw.callback(CMD, MEMBER_JOIN).await;
-    assert_eq!(
-        (answer.status, answer.outcome.as_str(), answer.text()),
-        (200, "unrouted", OK)
-    );
-    let m = gw.metrics().await;
-    assert!(
-        m.contains(r#"callgate_requests_total{command="Group.CallbackAfterNewMemberJoin",outcome="unrouted"} 1"#),
-        "{m}"
-    );
+    answer.assert_is(200, "unrouted", OK);
+    requests(CMD, "unrouted")
+        .value(1.0)
+        .assert_in(&gw.metrics().await);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(up.count(), 0);
     gw.shutdown().await;
@@ -160,38 +128,34 @@ async fn unrouted_notifications_are_acknowledged_and_counted() {
 #[tokio::test]
 async fn every_catalog_command_is_accepted_and_forwarded() {
     let up = Upstream::start(Reply::ok()).await;
-    let gw = Gateway::start(&format!(
-        "{}routes:\n  - match: \"*\"\n    upstreams: [a]\n",
-        upstreams_yaml(&[("a", &up)])
-    ))
-    .await;
+    let gw = Gateway::start(&Config::catch_all(&up)).await;
     let mut sent = 0;
-    for command in callgate::catalog::COMMANDS {
-        let body = fixture(command.name);
-        let answer = gw.callback(command.name, &body).await;
+    for (command, kind) in catalog() {
+        let body = fixture(command);
+        let answer = gw.callback(command, &body).await;
         // A plain OK lacks `ResultItem`, which a per-friend answer needs
         // to count (SPEC 4.5): those get the fallback, forwarded all the same.
-        let expected = match (command.kind, command.family) {
-            (callgate::catalog::Kind::Notification, _) => "queued",
-            (_, callgate::catalog::Family::PerFriend) => "fallback",
-            _ => "upstream",
+        let per_friend = callgate::catalog::lookup(command)
+            .is_some_and(|c| c.family == callgate::catalog::Family::PerFriend);
+        let expected = match kind {
+            Kind::Notification => "queued",
+            Kind::Decision if per_friend => "fallback",
+            Kind::Decision => "upstream",
         };
         assert_eq!(
             (answer.status, answer.outcome.as_str()),
             (200, expected),
-            "{}: {}",
-            command.name,
+            "{command}: {}",
             answer.text()
         );
         sent += 1;
     }
     let got = up.wait_for(sent, Duration::from_secs(10)).await;
-    for command in callgate::catalog::COMMANDS {
-        let body = fixture(command.name);
+    for (command, _) in catalog() {
+        let body = fixture(command);
         assert!(
             got.iter().any(|r| r.body == body.as_bytes()),
-            "{} not forwarded unchanged",
-            command.name
+            "{command} not forwarded unchanged"
         );
     }
     gw.shutdown().await;

@@ -7,17 +7,18 @@ mod support;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
 
 const CMD: &str = "Group.CallbackBeforeSendMsg";
 
-fn config(target: &str, a: &Upstream, b: &Upstream) -> String {
-    format!(
-        "listeners:\n  - addr: \"127.0.0.1:0\"\nadmin:\n  addr: \"127.0.0.1:0\"\napps:\n  - sdkappid: {APP}\n{}routes:\n  - match: \"*\"\n    upstreams: [{target}]\n",
-        upstreams_yaml(&[("a", a), ("b", b)])
-    )
+/// Upstreams `a` and `b`, and every command routed to `target`.
+fn config(target: &str, a: &Upstream, b: &Upstream) -> Config {
+    Config::new()
+        .upstream("a", a)
+        .upstream("b", b)
+        .route(Route::all(&[target]))
 }
 
 /// Two upstreams answering different codes, so an answer tells the route.
@@ -28,34 +29,22 @@ async fn pair() -> (Upstream, Upstream) {
     )
 }
 
+async fn code(gw: &Gateway) -> Option<i64> {
+    gw.callback(CMD, GROUP_SEND).await.json()["ErrorCode"].as_i64()
+}
+
 /// Polls until the command is answered by code `want` (bounded).
 async fn wait_for_code(gw: &Gateway, want: i64, within: Duration) {
-    let started = Instant::now();
-    loop {
-        let code = gw.callback(CMD, GROUP_SEND).await.json()["ErrorCode"].as_i64();
-        if code == Some(want) {
-            return;
-        }
-        assert!(
-            started.elapsed() < within,
-            "still answered {code:?} after {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_eventually!(
+        code(gw).await == Some(want),
+        within,
+        "still answered {:?} after {within:?}",
+        code(gw).await
+    );
 }
 
 async fn generation(gw: &Gateway) -> u64 {
-    let v: serde_json::Value = gw
-        .http
-        .get(format!("{}/config", gw.admin()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap();
-    v["generation"].as_u64().unwrap()
+    gw.admin().generation().await
 }
 
 #[tokio::test]
@@ -63,7 +52,7 @@ async fn an_in_place_edit_is_picked_up() {
     let (a, b) = pair().await;
     let gw = Gateway::start(&config("a", &a, &b)).await;
     wait_for_code(&gw, 0, Duration::from_secs(1)).await;
-    std::fs::write(gw.config_path(), config("b", &a, &b)).unwrap();
+    gw.rewrite(&config("b", &a, &b));
     wait_for_code(&gw, 1, Duration::from_secs(10)).await;
     gw.shutdown().await;
 }
@@ -74,7 +63,7 @@ async fn a_rename_over_is_picked_up() {
     let gw = Gateway::start(&config("a", &a, &b)).await;
     for (i, target, code) in [(0, "b", 1), (1, "a", 0), (2, "b", 1)] {
         let tmp = gw.dir.path().join(format!(".routes.yaml.{i}.tmp"));
-        std::fs::write(&tmp, config(target, &a, &b)).unwrap();
+        config(target, &a, &b).write(&tmp);
         std::fs::rename(&tmp, gw.config_path()).unwrap();
         wait_for_code(&gw, code, Duration::from_secs(10)).await;
     }
@@ -92,18 +81,13 @@ async fn a_configmap_symlink_swap_is_picked_up_every_time() {
     let write_version = |name: &str, target: &str| {
         let v = root.join(name);
         std::fs::create_dir(&v).unwrap();
-        std::fs::write(v.join("routes.yaml"), config(target, &a, &b)).unwrap();
+        config(target, &a, &b).write(&v.join("routes.yaml"));
     };
     write_version("..2026_11_25_00_00_00.000000001", "a");
     std::os::unix::fs::symlink("..2026_11_25_00_00_00.000000001", root.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/routes.yaml", root.join("routes.yaml")).unwrap();
     let config_path = root.join("routes.yaml");
-    let loaded = callgate::Config::load(&config_path).unwrap();
-    let gw = Gateway {
-        gw: Some(callgate::Gateway::start(loaded).await.unwrap()),
-        dir,
-        http: test_client(),
-    };
+    let gw = Gateway::start_at(dir, config_path).await;
     wait_for_code(&gw, 0, Duration::from_secs(1)).await;
     let root = gw.dir.path().to_path_buf();
     let mut previous = "..2026_11_25_00_00_00.000000001".to_string();
@@ -111,7 +95,7 @@ async fn a_configmap_symlink_swap_is_picked_up_every_time() {
         let name = format!("..2026_11_25_00_00_0{}.000000001", i + 1);
         let v = root.join(&name);
         std::fs::create_dir(&v).unwrap();
-        std::fs::write(v.join("routes.yaml"), config(target, &a, &b)).unwrap();
+        config(target, &a, &b).write(&v.join("routes.yaml"));
         std::os::unix::fs::symlink(&name, root.join("..data_tmp")).unwrap();
         std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
         std::fs::remove_dir_all(root.join(&previous)).unwrap();
@@ -126,19 +110,9 @@ async fn admin_post_reload_always_reloads_and_reports_the_generation() {
     let (a, b) = pair().await;
     let gw = Gateway::start(&config("a", &a, &b)).await;
     let before = generation(&gw).await;
-    let r = gw
-        .http
-        .post(format!("{}/reload", gw.admin()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: serde_json::Value = r
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap();
-    assert_eq!(v["generation"].as_u64(), Some(before + 1));
+    let r = gw.admin().reload().await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["generation"].as_u64(), Some(before + 1));
     assert_eq!(generation(&gw).await, before + 1);
     gw.shutdown().await;
 }
@@ -148,27 +122,21 @@ async fn invalid_configs_are_refused_and_the_old_routes_keep_answering() {
     let (a, b) = pair().await;
     let gw = Gateway::start(&config("a", &a, &b)).await;
     let good_generation = generation(&gw).await;
+    let too_long = Config::new()
+        .upstream("a", &a)
+        .upstream("b", &b)
+        .route(Route::all(&["b"]).deadline("5s"));
     let bad = [
         "listeners: [\n".to_string(),
-        config("nope", &a, &b),
-        config("b", &a, &b).replace("routes:", "routez:"),
-        config("b", &a, &b).replace("upstreams: [b]", "upstreams: [b]\n    deadline: 5s"),
+        config("nope", &a, &b).yaml(),
+        config("b", &a, &b).yaml().replace("routes:", "routez:"),
+        too_long.yaml(),
     ];
     for text in &bad {
         std::fs::write(gw.config_path(), text).unwrap();
-        let r = gw
-            .http
-            .post(format!("{}/reload", gw.admin()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 400, "{text}");
-        let v: serde_json::Value = r
-            .text()
-            .await
-            .map(|t| serde_json::from_str(&t).unwrap())
-            .unwrap();
-        assert!(!v["problems"].as_array().unwrap().is_empty());
+        let r = gw.admin().reload().await;
+        assert_eq!(r.status, 400, "{text}");
+        assert!(!r.json()["problems"].as_array().unwrap().is_empty());
         // The watcher sees the same file; give it time to try too.
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(
@@ -178,22 +146,14 @@ async fn invalid_configs_are_refused_and_the_old_routes_keep_answering() {
         );
         assert_eq!(generation(&gw).await, good_generation);
     }
-    let r = gw
-        .http
-        .get(format!("{}/readyz", gw.admin()))
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        r.status(),
+        gw.admin().readyz().await,
         200,
         "a refused reload must not affect readiness"
     );
-    let m = gw.metrics().await;
-    assert!(
-        m.contains(r#"callgate_config_reloads_total{result="error"}"#),
-        "{m}"
-    );
+    metric("callgate_config_reloads_total")
+        .label("result", "error")
+        .assert_in(&gw.metrics().await);
     gw.shutdown().await;
 }
 
@@ -205,7 +165,7 @@ async fn unchanged_upstreams_keep_their_connections_across_reloads() {
     // Each serving thread has its own pool and takes every n-th
     // connection: with a reload before every call, a dropped pool would
     // show as one upstream connection per call.
-    let threads = callgate::runtime::count();
+    let threads = serving_threads();
     let calls = 2 * threads + 2;
     for _ in 0..calls {
         gw.callback(CMD, GROUP_SEND).await;
@@ -231,28 +191,16 @@ async fn rotated_listener_certificates_serve_new_handshakes() {
     let key = dir.path().join("server-key.pem");
     std::fs::write(&cert, &old.pki.server_cert_pem).unwrap();
     std::fs::write(&key, &old.pki.server_key_pem).unwrap();
-    let yaml = format!(
-        "listeners:\n  - addr: \"127.0.0.1:0\"\n    tls:\n      cert: server.pem\n      key: server-key.pem\n{}routes:\n  - match: \"*\"\n    upstreams: [a]\n",
-        upstreams_yaml(&[("a", &up)])
-    );
-    let gw = Gateway::start_in(dir, &yaml).await;
-    let url = format!(
-        "https://localhost:{}/im?SdkAppid={APP}&CallbackCommand={CMD}",
-        gw.addr().port()
-    );
-    let trusts_new = new.client(false, false);
-    assert!(
-        trusts_new.post(&url).body(GROUP_SEND).send().await.is_err(),
-        "new CA trusted before rotation"
-    );
-    assert!(
-        old.client(false, false)
-            .post(&url)
-            .body(GROUP_SEND)
-            .send()
-            .await
-            .is_ok()
-    );
+    let listener = Listener::new().tls("server.pem", "server-key.pem");
+    let gw = Gateway::start_in(dir, &Config::catch_all(&up).listener(listener)).await;
+    let root = format!("https://localhost:{}", gw.addr().port());
+    // A fresh client per call: a pooled connection would reuse the old session.
+    let served = |trust: &Pki| {
+        let im = Im::with(trust.client(None, Proto::Alpn), &root);
+        async move { im.try_callback(CMD, GROUP_SEND).await.is_ok() }
+    };
+    assert!(!served(&new).await, "new CA trusted before rotation");
+    assert!(served(&old).await);
 
     // Rotate by rename-over (key first, then cert, as tools do).
     let replace = |path: &Path, pem: &str| {
@@ -265,46 +213,17 @@ async fn rotated_listener_certificates_serve_new_handshakes() {
         &new.pki.server_key_pem,
     );
     replace(&gw.dir.path().join("server.pem"), &new.pki.server_cert_pem);
-    let started = Instant::now();
-    loop {
-        // A fresh client per try: a pooled connection would reuse the old session.
-        if new
-            .client(false, false)
-            .post(&url)
-            .body(GROUP_SEND)
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "new certificate never served"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        old.client(false, false)
-            .post(&url)
-            .body(GROUP_SEND)
-            .send()
-            .await
-            .is_err(),
-        "old certificate still served"
+    assert_eventually!(
+        served(&new).await,
+        Duration::from_secs(10),
+        "new certificate never served"
     );
+    assert!(!served(&old).await, "old certificate still served");
 
     // A broken certificate is refused and the new one keeps serving.
     replace(&gw.dir.path().join("server.pem"), "not a certificate");
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(
-        new.client(false, false)
-            .post(&url)
-            .body(GROUP_SEND)
-            .send()
-            .await
-            .is_ok()
-    );
+    assert!(served(&new).await);
     gw.shutdown().await;
 }
 
@@ -341,7 +260,7 @@ async fn no_request_fails_while_the_config_is_swapped_50_times() {
     for i in 0..50 {
         let target = if i % 2 == 0 { "b" } else { "a" };
         let tmp = gw.dir.path().join("routes.yaml.tmp");
-        std::fs::write(&tmp, config(target, &a, &b)).unwrap();
+        config(target, &a, &b).write(&tmp);
         std::fs::rename(&tmp, gw.config_path()).unwrap();
         gw.gw().reload("test").await.unwrap();
         tokio::time::sleep(Duration::from_millis(60)).await;

@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -12,25 +10,17 @@ use tokio::net::TcpStream;
 #[tokio::test]
 async fn stalled_connections_and_large_bodies_keep_memory_bounded() {
     let up = Upstream::start(Reply::ok()).await;
-    let rest = format!(
-        "apps:\n  - sdkappid: {APP}\nlimits:\n  header_timeout: 30s\n  max_body: 1MiB\n{}routes:\n  - match: \"*\"\n    upstreams: [a]\n",
-        upstreams_yaml(&[("a", &up)])
-    );
-    let mut gw = Binary::start(&rest, &[], "warn", false).await;
+    let config = Config::catch_all(&up)
+        .limits("header_timeout", "30s")
+        .limits("max_body", "1MiB");
+    let mut gw = Binary::start_quiet(&config).await;
     let listen = gw.listen;
-    // No pooling: after a 413 the gateway closes that connection, and a
-    // pooled client could race that close on its next request.
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    let callback = |http: reqwest::Client| async move {
-        let url = format!(
-            "http://{listen}/im?SdkAppid={APP}&CallbackCommand=Group.CallbackBeforeSendMsg"
-        );
-        Answer::read(http.post(url).body(GROUP_SEND).send().await.unwrap()).await
-    };
-    assert_eq!(callback(http.clone()).await.outcome, "upstream");
+    // The IM client has no pooling: after a 413 the gateway closes that
+    // connection, and a pooled client could race that close on its next
+    // request.
+    let im = gw.im().clone();
+    let cmd = "Group.CallbackBeforeSendMsg";
+    assert_eq!(im.callback(cmd, GROUP_SEND).await.outcome, "upstream");
     let idle = gw.rss_kib();
 
     // 1,000 connections that send half a request and stall.
@@ -44,26 +34,22 @@ async fn stalled_connections_and_large_bodies_keep_memory_bounded() {
         .unwrap();
         stalled.push(s);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(ms(500)).await;
     let with_stalled = gw.rss_kib();
     // Others are still served.
-    assert_eq!(callback(http.clone()).await.outcome, "upstream");
+    assert_eq!(im.callback(cmd, GROUP_SEND).await.outcome, "upstream");
 
     // A flood of bodies just over max_body, 32 at a time, 4 rounds.
     let big = bytes::Bytes::from(vec![b' '; 1024 * 1024 + 1]);
+    let url = format!("{}?SdkAppid={APP}&CallbackCommand={cmd}", im.base());
     for _ in 0..4 {
         let mut flood = Vec::new();
         for _ in 0..32 {
-            let (http, big) = (http.clone(), big.clone());
+            let (http, url, big) = (im.http.clone(), url.clone(), big.clone());
             flood.push(tokio::spawn(async move {
-                let url = format!(
-                    "http://{listen}/im?SdkAppid={APP}&CallbackCommand=Group.CallbackBeforeSendMsg"
-                );
-                http.post(url)
-                    .body(big)
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
+                // The status only: the gateway may close before the body.
+                let sent = http.post(url).body(big).send().await;
+                sent.map(|r| r.status().as_u16())
             }));
         }
         for f in flood {
@@ -73,7 +59,7 @@ async fn stalled_connections_and_large_bodies_keep_memory_bounded() {
         }
     }
     let after_flood = gw.rss_kib();
-    assert_eq!(callback(http.clone()).await.outcome, "upstream");
+    assert_eq!(im.callback(cmd, GROUP_SEND).await.outcome, "upstream");
     eprintln!(
         "RSS: idle {} MiB, 1,000 stalled connections {} MiB, after 128 x 1 MiB bodies {} MiB",
         idle / 1024,
@@ -89,5 +75,5 @@ async fn stalled_connections_and_large_bodies_keep_memory_bounded() {
         "{after_flood} KiB after the flood"
     );
     drop(stalled);
-    gw.child.kill().await.unwrap();
+    gw.kill().await;
 }

@@ -33,13 +33,7 @@ async fn handshake(port: u16, ca: &str, args: &[&str]) -> bool {
 async fn only_tls_1_2_and_1_3_with_strong_suites() {
     let pki = Pki::new();
     let up = Upstream::start(Reply::ok()).await;
-    let gw = Gateway::start(&format!(
-        "listeners:\n  - addr: \"127.0.0.1:0\"\n    tls:\n      cert: {}\n      key: {}\n{}routes:\n  - match: \"*\"\n    upstreams: [a]\n",
-        pki.path("server.pem"),
-        pki.path("server-key.pem"),
-        upstreams_yaml(&[("a", &up)])
-    ))
-    .await;
+    let gw = Gateway::start(&Config::catch_all(&up).listener(Listener::https(&pki))).await;
     let port = gw.addr().port();
     let ca = pki.path("ca.pem");
     // Controls: the modern protocols work from this client.

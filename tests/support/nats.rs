@@ -147,15 +147,26 @@ fn wait_port(port: u16) {
     }
 }
 
-/// The `delivery:` section for the nats backend on `servers`, with short
-/// timings for tests.
-pub fn nats_delivery(servers: &[String], max_attempts: u32, replicas: usize) -> String {
-    let list = servers
-        .iter()
-        .map(|s| format!("\"{s}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "delivery:\n  backend: nats\n  max_attempts: {max_attempts}\n  backoff: 50ms\n  max_backoff: 200ms\n  nats:\n    servers: [{list}]\n    replicas: {replicas}\n    ack_wait: 2s\n    publish_timeout: 1500ms\n"
-    )
+impl super::Config {
+    /// The nats delivery backend on `servers`, with short timings for
+    /// tests (`max_attempts` is left to the test).
+    pub fn nats(self, servers: &[String], replicas: usize) -> Self {
+        let list: Vec<String> = servers.iter().map(|s| format!("{s:?}")).collect();
+        self.delivery("backend", "nats")
+            .delivery("backoff", "50ms")
+            .delivery("max_backoff", "200ms")
+            .nats_setting("servers", Raw(format!("[{}]", list.join(", "))))
+            .nats_setting("replicas", replicas)
+            .nats_setting("ack_wait", "2s")
+            .nats_setting("publish_timeout", "1500ms")
+    }
+}
+
+/// A value written as it is (here a flow list).
+struct Raw(String);
+
+impl super::config::Scalar for Raw {
+    fn render(&self) -> String {
+        self.0.clone()
+    }
 }
