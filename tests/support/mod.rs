@@ -3,8 +3,9 @@
 //!
 //! - [`config`]: `routes.yaml` from a typed builder ([`Config`], [`Route`],
 //!   [`Endpoint`], [`Listener`]).
-//! - [`upstream`]: fake upstreams ([`Upstream`], [`Reply`]): fixed, slow,
-//!   silent, failing, scripted, TLS, closing; each records what it got.
+//! - [`upstream`]: fake upstreams ([`Upstream`]): scripted, TLS, closing;
+//!   each records what it got. [`reply`]: how they answer ([`Reply`]):
+//!   fixed, slow, silent, failing, redirecting.
 //! - [`gateway`]: a gateway in this process ([`Gateway`]) and a client
 //!   acting as IM ([`Im`], [`Answer`]).
 //! - [`process`]: the real binary, as a short command ([`exec`], [`Out`])
@@ -26,6 +27,7 @@ pub mod gateway;
 pub mod metrics;
 pub mod nats;
 pub mod process;
+pub mod reply;
 pub mod tls;
 pub mod upstream;
 
@@ -39,8 +41,9 @@ pub use metrics::{
     MetricMatch, Metrics, Sample, deliveries, fallbacks, metric, requests, upstream_requests,
 };
 pub use process::{Binary, Out, arg, callgate, exec, exec_with, free_addr};
+pub use reply::Reply;
 pub use tls::{Pki, Proto};
-pub use upstream::{Received, Reply, Upstream};
+pub use upstream::{Received, Upstream};
 
 /// The app every default config has, without a token.
 pub const APP: u64 = 1400000001;
