@@ -307,7 +307,8 @@ upstreams:
     timeout: 500ms
 routes:
   - match: "Group.CallbackBeforeSendMsg"
-    upstreams: [ok]
+    upstreams: [ok, down]         # down mirrors ok: callgate_mirror_answers_total
+    policy: first
   - match: "C2C.CallbackBeforeSendMsg"
     upstreams: [down]
   - match: "*"
