@@ -27,7 +27,8 @@ const CMD: &str = "Group.CallbackAfterNewMemberJoin";
 /// temporary folder (the outbox too, unless the config names one).
 struct Gw {
     gw: Option<callgate::Gateway>,
-    dir: tempfile::TempDir,
+    /// Holds the config (and the default outbox) until the end.
+    _dir: tempfile::TempDir,
     http: reqwest::Client,
 }
 
@@ -45,7 +46,7 @@ impl Gw {
             .unwrap_or_else(|e| panic!("gateway start: {e}"));
         Gw {
             gw: Some(gw),
-            dir,
+            _dir: dir,
             http: test_client(),
         }
     }
@@ -123,10 +124,8 @@ impl Gw {
 
     async fn stop(mut self) {
         if let Some(gw) = self.gw.take() {
-            let done = tokio::time::timeout(
-                Duration::from_secs(15),
-                gw.shutdown(Duration::from_secs(5)),
-            );
+            let done =
+                tokio::time::timeout(Duration::from_secs(15), gw.shutdown(Duration::from_secs(5)));
             done.await.expect("shutdown hung");
         }
     }
@@ -334,7 +333,10 @@ async fn a_full_disk_refuses_then_recovers_without_a_restart() {
         .metric(r#"callgate_deliveries_total{upstream="down",result="dropped"}"#)
         .await
         .unwrap_or(0.0);
-    assert!(dropped >= refused as f64, "{dropped} dropped, {refused} refused");
+    assert!(
+        dropped >= refused as f64,
+        "{dropped} dropped, {refused} refused"
+    );
 
     // The disk grows: ready again within 5 s, no restart.
     disk.resize("64m");
@@ -359,7 +361,15 @@ async fn a_full_disk_refuses_then_recovers_without_a_restart() {
     // The upstream comes up: every acknowledged notification arrives.
     up.store(true, Ordering::SeqCst);
     wait_all_received(&upstream, &acknowledged, Duration::from_secs(60)).await;
+    gw.wait_metric("callgate_outbox_pending", 0.0, Duration::from_secs(10))
+        .await;
     gw.stop().await;
+    // The re-opened file agrees with what was delivered: nothing left in
+    // it (no refused event, no delivery the scheduler finished).
+    let store = callgate::deliver::embedded::Store::open(&outbox).expect("outbox opens");
+    let (events, pending, dead) = store.counts().expect("counts");
+    assert_eq!((events, pending, dead), (0, 0, 0), "left in the outbox");
+    drop(store);
     drop(disk);
 }
 
