@@ -87,6 +87,8 @@ pub struct Metrics {
     pub outbox_pending: Gauge,
     pub outbox_dead: Gauge,
     pub outbox_oldest: Gauge,
+    /// 1 while the notification store takes events, 0 while it refuses them.
+    pub outbox_writable: Gauge,
     pub delivery_latency: Histogram,
     pub connections: Gauge,
     /// Handles into `requests`, by command (catalog index, then `other`
@@ -126,6 +128,7 @@ impl Metrics {
         let outbox_pending = Gauge::default();
         let outbox_dead = Gauge::default();
         let outbox_oldest = Gauge::default();
+        let outbox_writable = Gauge::default();
         // 5 ms .. 1 h: from a healthy upstream to a long outage.
         let delivery_latency = Histogram::new([
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
@@ -203,6 +206,11 @@ impl Metrics {
             outbox_oldest.clone(),
         );
         registry.register(
+            "callgate_outbox_writable",
+            "1 while the notification store takes events, 0 while it refuses them (disk full, I/O error, stream full, NATS away)",
+            outbox_writable.clone(),
+        );
+        registry.register(
             "callgate_delivery_latency_seconds",
             "Time from a notification's acknowledgement to its delivery",
             delivery_latency.clone(),
@@ -222,6 +230,7 @@ impl Metrics {
             outbox_pending,
             outbox_dead,
             outbox_oldest,
+            outbox_writable,
             delivery_latency,
             connections,
             request_counters: (0..catalog::COMMANDS.len() + 2)

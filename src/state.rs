@@ -79,7 +79,8 @@ impl Shared {
     }
 
     /// Ready: listening, not draining, and the notification store can
-    /// take notifications (always true for the embedded outbox).
+    /// take notifications (the embedded outbox's disk takes writes; NATS
+    /// is there and its stream has room).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
             && !self.draining.load(Ordering::SeqCst)

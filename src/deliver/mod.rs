@@ -33,8 +33,6 @@ use crate::upstream::UpstreamClient;
 pub use embedded::{Embedded, OutboxError};
 pub use fleet::Fleet;
 
-/// The most an upstream's answer to a notification is read (it is ignored).
-const MAX_ANSWER: usize = 64 * 1024;
 /// Cap on one delivery attempt when the upstream sets no `timeout`.
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -142,10 +140,12 @@ impl Deliverer {
         result.map_err(Rejection::from)
     }
 
-    /// Whether notifications can be taken now (`/readyz`).
+    /// Whether notifications can be stored now (`/readyz`, the
+    /// `callgate_outbox_writable` gauge): false while the disk or the
+    /// stream refuses them, or NATS is away.
     pub fn is_available(&self) -> bool {
         match self {
-            Self::Embedded(_) => true,
+            Self::Embedded(e) => e.is_available(),
             Self::Fleet(f) => f.is_available(),
         }
     }
@@ -160,14 +160,12 @@ impl Deliverer {
     }
 }
 
-/// One attempt: POST the notification; any 2xx is delivered.
+/// One attempt: POST the notification; any 2xx is delivered, whatever
+/// its body (which is not needed, so never a reason to fail).
 async fn post(client: &UpstreamClient, fwd: &Forward) -> Attempt {
-    match client
-        .call(fwd, MAX_ANSWER, Some(DEFAULT_ATTEMPT_TIMEOUT))
-        .await
-    {
-        Ok(answer) if answer.status.is_success() => Attempt::Delivered,
-        Ok(answer) => Attempt::Failed(format!("status {}", answer.status.as_u16())),
+    match client.status_of(fwd, Some(DEFAULT_ATTEMPT_TIMEOUT)).await {
+        Ok(status) if status.is_success() => Attempt::Delivered,
+        Ok(status) => Attempt::Failed(format!("status {}", status.as_u16())),
         Err(e) => Attempt::Failed(e.to_string()),
     }
 }

@@ -9,6 +9,7 @@ use http::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body as _, Incoming};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -237,6 +238,55 @@ impl UpstreamClient {
     }
 
     async fn call_inner(&self, fwd: &Forward, max_answer: usize) -> Result<Answer, CallError> {
+        let (response, lease) = self.send(fwd).await?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), max_answer)
+            .collect()
+            .await
+            .map_err(|e| CallError::Body(e.to_string()))?
+            .to_bytes();
+        // Read to the end: the connection can take the next request.
+        if let Some((pool, lease)) = lease {
+            pool.checkin(lease);
+        }
+        Ok(Answer { status, body })
+    }
+
+    /// One attempt whose answer's body does not matter (a notification:
+    /// any 2xx is a delivery, SPEC 4.2): only the status is returned. A
+    /// small body is read to the end so the connection can be reused; one
+    /// larger than `DRAIN_MAX`, or slower than `DRAIN_TIME`, is dropped
+    /// with its connection rather than read. The timeouts are `call`'s,
+    /// up to the answer's head.
+    pub async fn status_of(
+        &self,
+        fwd: &Forward,
+        default_timeout: Option<Duration>,
+    ) -> Result<StatusCode, CallError> {
+        let sent = self.send(fwd);
+        let (response, lease) = match self.config.timeout.or(default_timeout) {
+            None => sent.await?,
+            Some(limit) => match tokio::time::timeout(limit, sent).await {
+                Ok(result) => result?,
+                Err(_) => return Err(CallError::Timeout),
+            },
+        };
+        let status = response.status();
+        let drained = tokio::time::timeout(DRAIN_TIME, drain(response.into_body(), DRAIN_MAX));
+        if matches!(drained.await, Ok(true))
+            && let Some((pool, lease)) = lease
+        {
+            pool.checkin(lease);
+        }
+        Ok(status)
+    }
+
+    /// Sends the callback; returns the answer's head (its body unread) and,
+    /// on a plain-HTTP upstream, the pooled connection it came on.
+    async fn send(
+        &self,
+        fwd: &Forward,
+    ) -> Result<(http::Response<Incoming>, Option<(&Pool, pool::Lease)>), CallError> {
         let path = PathAndQuery::from_maybe_shared(Bytes::from(self.path_and_query(&fwd.query)))
             .map_err(|e| CallError::Request(e.into()))?;
         let uri = match &self.transport {
@@ -262,7 +312,7 @@ impl UpstreamClient {
         headers.insert(X_REQUEST_ID, fwd.request_id.clone());
         headers.insert(X_FORWARDED_FOR, forwarded_for(fwd.peer));
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(fwd.proto));
-        let (response, lease) = match &self.transport {
+        Ok(match &self.transport {
             Transport::Plain(pool) => {
                 let (response, lease) = pool.send(request).await?;
                 (response, Some((pool, lease)))
@@ -271,19 +321,35 @@ impl UpstreamClient {
                 let client = &clients[crate::runtime::current() % clients.len()];
                 (client.request(request).await?, None)
             }
-        };
-        let status = response.status();
-        let body = Limited::new(response.into_body(), max_answer)
-            .collect()
-            .await
-            .map_err(|e| CallError::Body(e.to_string()))?
-            .to_bytes();
-        // Read to the end: the connection can take the next request.
-        if let Some((pool, lease)) = lease {
-            pool.checkin(lease);
-        }
-        Ok(Answer { status, body })
+        })
     }
+}
+
+/// The most of an unneeded answer body read so its connection can be
+/// reused; past it the connection is dropped instead.
+const DRAIN_MAX: usize = 64 * 1024;
+/// How long an unneeded answer body may take to arrive.
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+
+/// Reads `body` to its end if that end comes within `max` bytes; false
+/// (the body abandoned) if it is longer or fails.
+async fn drain(mut body: Incoming, max: usize) -> bool {
+    let mut read = 0usize;
+    while !body.is_end_stream() {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    read = read.saturating_add(data.len());
+                    if read > max {
+                        return false;
+                    }
+                }
+            }
+            Some(Err(_)) => return false,
+        }
+    }
+    true
 }
 
 /// The client's address as a header value; IPv4 (the common case) is

@@ -73,3 +73,96 @@ fn forwarded_for_matches_display() {
         assert_eq!(forwarded_for(ip).to_str().unwrap(), ip.to_string());
     }
 }
+
+/// A plain HTTP/1.1 upstream whose nth answer (0-based) is 200 with a
+/// body of `sizes(n)` bytes; counts the connections it accepted.
+async fn sized_server(
+    sizes: fn(usize) -> usize,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req| {
+                    let n = answered.fetch_add(1, Ordering::SeqCst);
+                    let body = Bytes::from(vec![b'x'; sizes(n)]);
+                    async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(body)))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(conn), service)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+fn forward() -> Forward {
+    Forward {
+        query: std::sync::Arc::from("SdkAppid=1"),
+        body: Bytes::from_static(b"{}"),
+        request_id: HeaderValue::from_static("r-1"),
+        peer: IpAddr::from([127, 0, 0, 1]),
+        proto: "http",
+    }
+}
+
+#[tokio::test]
+async fn status_of_ignores_the_body_and_drops_a_connection_left_half_read() {
+    use std::sync::atomic::Ordering;
+    // Small, small, 1 MiB, small.
+    let (addr, accepted) = sized_server(|n| if n == 2 { 1024 * 1024 } else { 100 }).await;
+    let client = UpstreamClient::new(&Upstream {
+        name: "u".into(),
+        url: format!("http://{addr}/im").parse().unwrap(),
+        timeout: None,
+        ca: None,
+        client_cert: None,
+        client_key: None,
+    })
+    .unwrap();
+    let limit = Some(Duration::from_secs(5));
+    for _ in 0..2 {
+        assert_eq!(client.status_of(&forward(), limit).await.unwrap(), 200);
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "a small answer keeps its connection"
+    );
+    assert_eq!(client.status_of(&forward(), limit).await.unwrap(), 200);
+    assert_eq!(client.status_of(&forward(), limit).await.unwrap(), 200);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the connection of the 1 MiB answer is not reused"
+    );
+    // `call` still bounds what it reads: the same answer is a body error.
+    let (addr, _) = sized_server(|_| 1024 * 1024).await;
+    let client = UpstreamClient::new(&Upstream {
+        name: "u".into(),
+        url: format!("http://{addr}/im").parse().unwrap(),
+        timeout: None,
+        ca: None,
+        client_cert: None,
+        client_key: None,
+    })
+    .unwrap();
+    assert!(matches!(
+        client.call(&forward(), 64 * 1024, limit).await,
+        Err(CallError::Body(_))
+    ));
+}

@@ -5,9 +5,12 @@
 //! the last run stopped.
 //!
 //! `store` is the redb file, `writer` the group-commit thread in front of
-//! it, `scheduler` the task that decides which delivery is tried when.
-//! This file is the backend's face: open, take a notification, shut down.
+//! it (and what keeps the outbox going through a full disk), `scheduler`
+//! the task that decides which delivery is tried when, `files` the
+//! folder's permissions and the disk probe. This file is the backend's
+//! face: open, take a notification, shut down.
 
+mod files;
 mod scheduler;
 pub mod store;
 mod writer;
@@ -47,7 +50,7 @@ impl Embedded {
     /// Opens the outbox and reads what earlier runs left in it.
     pub fn open(settings: &Delivery) -> Result<Self, OutboxError> {
         let outbox = Arc::new(Outbox::open(&settings.outbox)?);
-        let rows = outbox.store().rows(false)?;
+        let rows = outbox.store()?.rows(false)?;
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Self {
             pending: Arc::new(AtomicUsize::new(rows.len())),
@@ -72,7 +75,12 @@ impl Embedded {
                 "resuming notification deliveries from the outbox"
             );
         }
-        let dead = self.outbox.store().counts().map(|(_, _, d)| d).unwrap_or(0);
+        let dead = self
+            .outbox
+            .store()
+            .and_then(|s| s.counts())
+            .map(|(_, _, d)| d)
+            .unwrap_or(0);
         ctx.metrics
             .outbox_dead
             .set(i64::try_from(dead).unwrap_or(i64::MAX));
@@ -103,6 +111,13 @@ impl Embedded {
         } = notification;
         if !self.accepting.load(Ordering::SeqCst) {
             return Err(EnqueueError::ShuttingDown);
+        }
+        // Refused at once while the disk cannot take it (the writer keeps
+        // trying and flips this back).
+        if !self.outbox.is_writable() {
+            return Err(EnqueueError::Store(
+                "the outbox cannot write (disk full or I/O error)".into(),
+            ));
         }
         let n = upstreams.len();
         let reserved = self
@@ -143,6 +158,12 @@ impl Embedded {
             fwd: fwd.clone(),
         });
         Ok(())
+    }
+
+    /// Whether notifications can be stored now (`/readyz`): false from a
+    /// failed commit until the outbox took a write again.
+    pub fn is_available(&self) -> bool {
+        self.outbox.is_writable()
     }
 
     /// Refuses new notifications, lets attempts in flight finish (up to

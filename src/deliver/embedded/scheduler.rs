@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::writer::Outbox;
-use super::{Op, Row, gauge};
+use super::{Op, OutboxError, Row, gauge};
 use crate::common::{DeliveryResult, Forward, now_ms};
 use crate::deliver::record::DeliveryRecord;
 use crate::deliver::{Attempt, Context, backoff};
@@ -22,6 +22,9 @@ use crate::deliver::{Attempt, Context, backoff};
 const MAX_IN_FLIGHT: usize = 256;
 /// How often gauges are refreshed and removed upstreams are looked for.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// When a delivery whose event could not be read (the outbox is being
+/// re-opened) is tried again; that try did not count as an attempt.
+const UNREAD_DELAY: Duration = Duration::from_secs(1);
 
 pub(super) enum Msg {
     Add {
@@ -34,6 +37,12 @@ pub(super) enum Msg {
         id: u64,
         upstream: Arc<str>,
         outcome: Attempt,
+    },
+    /// Nothing was sent: the event could not be read from the outbox.
+    NotSent {
+        id: u64,
+        upstream: Arc<str>,
+        reason: String,
     },
 }
 
@@ -177,7 +186,29 @@ impl Scheduler {
                 self.finish((id, upstream), outcome);
                 self.dispatch();
             }
+            Msg::NotSent {
+                id,
+                upstream,
+                reason,
+            } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.later((id, upstream), &reason);
+                self.dispatch();
+            }
         }
+    }
+
+    /// Tries a delivery again later without counting an attempt: nothing
+    /// reached the upstream, and the outbox holds it as it was.
+    fn later(&mut self, key: Key, reason: &str) {
+        let Some(entry) = self.pending.get_mut(&key) else {
+            return;
+        };
+        entry.in_flight = false;
+        entry.next_at_ms =
+            now_ms().saturating_add(u64::try_from(UNREAD_DELAY.as_millis()).unwrap_or(u64::MAX));
+        tracing::debug!(id = key.0, upstream = %key.1, reason, "delivery postponed: its event cannot be read now");
+        self.due.push(Reverse((entry.next_at_ms, key)));
     }
 
     fn dispatch(&mut self) {
@@ -306,6 +337,9 @@ impl Scheduler {
         }
         let metrics = &self.ctx.metrics;
         metrics
+            .outbox_writable
+            .set(i64::from(self.outbox.is_writable()));
+        metrics
             .outbox_pending
             .set(gauge(self.pending_count.load(Ordering::SeqCst)));
         let oldest = self
@@ -335,35 +369,47 @@ async fn attempt(
     tx: mpsc::UnboundedSender<Msg>,
 ) {
     let (id, upstream) = key;
-    let outcome = try_once(&ctx, &outbox, id, &upstream, fwd).await;
-    let _ = tx.send(Msg::Done {
-        id,
-        upstream,
-        outcome,
-    });
+    let msg = match try_once(&ctx, &outbox, id, &upstream, fwd).await {
+        Ok(outcome) => Msg::Done {
+            id,
+            upstream,
+            outcome,
+        },
+        Err(reason) => Msg::NotSent {
+            id,
+            upstream,
+            reason,
+        },
+    };
+    let _ = tx.send(msg);
 }
 
+/// One attempt; `Err` when nothing could be sent because the event could
+/// not be read (the outbox is closed to be re-opened after a failure).
 async fn try_once(
     ctx: &Context,
     outbox: &Arc<Outbox>,
     id: u64,
     upstream: &str,
     fwd: Option<Forward>,
-) -> Attempt {
+) -> Result<Attempt, String> {
     let Some(client) = ctx.load().upstream(upstream).cloned() else {
-        return Attempt::Hopeless("upstream removed from the config".into());
+        return Ok(Attempt::Hopeless("upstream removed from the config".into()));
     };
     let fwd = match fwd {
         Some(f) => f,
         None => {
-            let store = outbox.store().clone();
+            let store = outbox.store().map_err(|e| e.to_string())?;
             match tokio::task::spawn_blocking(move || store.event(id)).await {
                 Ok(Ok(Some(event))) => event.to_forward(),
-                Ok(Ok(None)) => return Attempt::Hopeless("event missing from the outbox".into()),
-                Ok(Err(e)) => return Attempt::Failed(format!("cannot read the outbox: {e}")),
-                Err(e) => return Attempt::Failed(format!("cannot read the outbox: {e}")),
+                Ok(Ok(None)) => {
+                    return Ok(Attempt::Hopeless("event missing from the outbox".into()));
+                }
+                Ok(Err(OutboxError::Corrupt(e))) => return Ok(Attempt::Hopeless(e.to_string())),
+                Ok(Err(e)) => return Err(format!("cannot read the outbox: {e}")),
+                Err(e) => return Err(format!("cannot read the outbox: {e}")),
             }
         }
     };
-    crate::deliver::post(&client, &fwd).await
+    Ok(crate::deliver::post(&client, &fwd).await)
 }

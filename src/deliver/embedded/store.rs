@@ -14,6 +14,7 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 
+use super::files;
 use crate::deliver::record::{CorruptRecord, DeliveryRecord, EventRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,8 @@ pub enum OutboxError {
     Corrupt(#[from] CorruptRecord),
     #[error("the outbox writer has stopped")]
     Closed,
+    #[error("the outbox cannot write ({0}); it is re-opened as soon as the disk takes writes")]
+    Unwritable(String),
 }
 
 macro_rules! from_redb {
@@ -87,6 +90,24 @@ pub enum Op {
         upstream: String,
         record: DeliveryRecord,
     },
+    /// Takes out an event whose commit was reported failed (IM got 503)
+    /// in case it reached the file after all, with its deliveries.
+    Discard {
+        id: u64,
+    },
+}
+
+impl Op {
+    /// The delivery a progress update is about (None for whole events):
+    /// a later update of the same delivery supersedes an earlier one.
+    pub fn delivery(&self) -> Option<(u64, &str)> {
+        match self {
+            Op::Delivered { id, upstream }
+            | Op::Retry { id, upstream, .. }
+            | Op::Dead { id, upstream, .. } => Some((*id, upstream.as_str())),
+            Op::Append { .. } | Op::Discard { .. } => None,
+        }
+    }
 }
 
 pub struct Store {
@@ -95,11 +116,13 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the outbox in `dir`. A second process opening the
-    /// same file is refused: redb locks it.
+    /// Opens (or creates) the outbox in `dir`, private to this user (the
+    /// folder 0700, the file 0600). A second process opening the same file
+    /// is refused: redb locks it.
     pub fn open(dir: &Path) -> Result<Store, OutboxError> {
-        std::fs::create_dir_all(dir).map_err(|e| OutboxError::Io(dir.to_path_buf(), e))?;
+        files::prepare_folder(dir)?;
         let path = dir.join(FILE_NAME);
+        files::prepare_file(&path)?;
         let db = Database::create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => OutboxError::InUse(path.clone()),
             redb::DatabaseError::UpgradeRequired(v) => OutboxError::Format(path.clone(), v),
@@ -123,7 +146,11 @@ impl Store {
     /// (acknowledgements wait for this); otherwise the changes reach disk
     /// with the next durable commit, and a crash before it only repeats a
     /// delivery (at-least-once).
-    pub fn apply(&self, ops: &[Op], durable: bool) -> Result<(), OutboxError> {
+    pub fn apply<'a>(
+        &self,
+        ops: impl IntoIterator<Item = &'a Op>,
+        durable: bool,
+    ) -> Result<(), OutboxError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(if durable {
             Durability::Immediate
@@ -169,6 +196,16 @@ impl Store {
                     } => {
                         pending.remove((*id, upstream.as_str()))?;
                         dead.insert((*id, upstream.as_str()), record.encode().as_slice())?;
+                    }
+                    Op::Discard { id } => {
+                        let keys: Vec<String> = pending
+                            .range((*id, "")..(*id + 1, ""))?
+                            .map(|e| e.map(|(k, _)| k.value().1.to_owned()))
+                            .collect::<Result<_, _>>()?;
+                        for upstream in &keys {
+                            pending.remove((*id, upstream.as_str()))?;
+                        }
+                        drop_event_if_unused(*id, &mut events, &pending, &dead)?;
                     }
                 }
             }
@@ -288,3 +325,6 @@ fn drop_event_if_unused(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -19,7 +19,7 @@ mod supervise;
 mod worker;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,6 +55,11 @@ struct Inner {
     set_up: AtomicBool,
     /// The events stream answered the supervisor's last probe.
     stream_reachable: AtomicBool,
+    /// The events stream refused a publish for being full (`max_bytes`,
+    /// discard new): not ready until it has room again.
+    stream_full: AtomicBool,
+    /// The size of the publish it refused: the room it needs.
+    refused_bytes: AtomicU64,
     accepting: AtomicBool,
     /// Upstreams whose consumer is known to exist: an event is published
     /// only once every consumer it needs exists (interest retention drops
@@ -89,6 +94,8 @@ impl Fleet {
                 cfg,
                 set_up: AtomicBool::new(false),
                 stream_reachable: AtomicBool::new(false),
+                stream_full: AtomicBool::new(false),
+                refused_bytes: AtomicU64::new(0),
                 accepting: AtomicBool::new(true),
                 consumers: Mutex::new(HashSet::new()),
                 stream_epoch: tokio::sync::watch::Sender::new(0),
@@ -170,6 +177,24 @@ impl Inner {
         self.set_up.load(Ordering::SeqCst)
             && self.connected()
             && self.stream_reachable.load(Ordering::SeqCst)
+            && !self.stream_full.load(Ordering::SeqCst)
+    }
+
+    /// The stream refused a publish of `bytes` for want of room.
+    fn mark_full(&self, bytes: usize) {
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        self.refused_bytes.store(bytes, Ordering::SeqCst);
+        if !self.stream_full.swap(true, Ordering::SeqCst) {
+            tracing::warn!(stream = %self.names.stream, "the events stream is full (max_bytes): notifications get 503 and the gateway is not ready until deliveries make room");
+        }
+    }
+
+    /// The stream has room again (a publish went through, or the
+    /// supervisor saw room for the refused one).
+    fn mark_room(&self) {
+        if self.stream_full.swap(false, Ordering::SeqCst) {
+            tracing::info!(stream = %self.names.stream, "the events stream has room again");
+        }
     }
 
     /// After the stream may have been deleted: every consumer is checked
@@ -236,7 +261,10 @@ impl Inner {
                     .await
             };
             let error = match tokio::time::timeout_at(deadline, attempt).await {
-                Ok(Ok(_ack)) => return Ok(()),
+                Ok(Ok(_ack)) => {
+                    self.mark_room();
+                    return Ok(());
+                }
                 Ok(Err(e)) => e,
                 Err(_) => {
                     return Err(EnqueueError::Store(
@@ -247,6 +275,11 @@ impl Inner {
             if error.kind() == PublishErrorKind::StreamNotFound {
                 // If it comes back, it comes back without our consumers.
                 self.forget_consumers();
+            }
+            if refused_for_room(&error) {
+                // What it needs: the message plus its subject and headers.
+                self.mark_full(payload.len() + subject.len() + FRAMING);
+                return Err(EnqueueError::Full);
             }
             let retry = matches!(
                 error.kind(),
@@ -261,6 +294,27 @@ impl Inner {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
+}
+
+/// Room a stored message takes beyond its payload and subject (headers,
+/// sequence, timestamp): a generous estimate, so that "room again" is
+/// not said a message too early.
+const FRAMING: usize = 512;
+
+/// Whether JetStream refused a publish because the stream is full:
+/// with discard-new it answers "maximum bytes (or messages) exceeded"
+/// as a store failure.
+fn refused_for_room(error: &async_nats::jetstream::context::PublishError) -> bool {
+    use std::error::Error as _;
+    let Some(js) = error
+        .source()
+        .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+    else {
+        return false;
+    };
+    let text = js.to_string().to_ascii_lowercase();
+    js.error_code() == async_nats::jetstream::ErrorCode::STREAM_STORE_FAILED
+        && (text.contains("maximum") || text.contains("resources"))
 }
 
 /// The message id of an event: the same callback (query, command and

@@ -61,6 +61,7 @@ pub(super) async fn supervise(inner: Arc<Inner>, ctx: Context) {
                     inner.forget_consumers();
                     inner.stream_epoch.send_modify(|e| *e += 1);
                 }
+                room_again(&inner, stream.cached_info());
                 // Not yet bound to the events subjects: verifying binds it.
                 stream.cached_info().config.subjects == [inner.names.events_filter()]
             }
@@ -88,9 +89,27 @@ pub(super) async fn supervise(inner: Arc<Inner>, ctx: Context) {
             }
         }
         inner.stream_reachable.store(reachable, Ordering::SeqCst);
+        ctx.metrics
+            .outbox_writable
+            .set(i64::from(inner.is_available()));
         if reachable && ticks.is_multiple_of(VERIFY_EVERY) {
             refresh_gauges(&inner, &ctx, &snapshot, &mut strangers).await;
         }
+    }
+}
+
+/// A stream that refused a publish for being full has room again once
+/// the refused message would fit (deliveries acked events away, or an
+/// operator raised `max_bytes`).
+fn room_again(inner: &Inner, info: &async_nats::jetstream::stream::Info) {
+    if !inner.stream_full.load(Ordering::SeqCst) {
+        return;
+    }
+    let need = inner.refused_bytes.load(Ordering::SeqCst);
+    let fits = u64::try_from(info.config.max_bytes)
+        .map_or(true, |max| info.state.bytes.saturating_add(need) <= max);
+    if fits {
+        inner.mark_room();
     }
 }
 
@@ -139,6 +158,9 @@ async fn set_up(inner: &Inner, ctx: &Context) -> bool {
     }
     inner.stream_reachable.store(true, Ordering::SeqCst);
     inner.set_up.store(true, Ordering::SeqCst);
+    ctx.metrics
+        .outbox_writable
+        .set(i64::from(inner.is_available()));
     tracing::info!(stream = %inner.names.stream, "JetStream ready: notifications are stored in NATS");
     true
 }
