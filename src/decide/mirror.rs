@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::oneshot;
 
-use super::{Budget, FanOut, read};
+use super::{Budget, read};
 use crate::answer::{self, Verdict};
 use crate::common::{CallResult, Forward, MirrorResult, now_ms};
 use crate::metrics::Metrics;
@@ -90,13 +90,6 @@ impl Mirrors {
         for tx in self.waiting {
             let _ = tx.send(first.cloned());
         }
-    }
-}
-
-impl FanOut {
-    /// Whether this is the sole-upstream answer mirrors compare with.
-    pub(super) fn first_verdict(&self) -> Option<&Verdict> {
-        self.first.as_ref()
     }
 }
 

@@ -61,6 +61,13 @@ pub struct FanOut {
     first: Option<Verdict>,
 }
 
+impl FanOut {
+    /// The sole counting upstream's verdict, which mirrors compare with.
+    fn first_verdict(&self) -> Option<&Verdict> {
+        self.first.as_ref()
+    }
+}
+
 /// The terms one decision runs under.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
