@@ -37,17 +37,7 @@ fn only_200_objects_with_integer_codes_count() {
 
 #[test]
 fn target_keeps_the_upstream_query() {
-    let mk = |url: &str| {
-        UpstreamClient::new(&Upstream {
-            name: "u".into(),
-            url: url.parse().unwrap(),
-            timeout: None,
-            ca: None,
-            client_cert: None,
-            client_key: None,
-        })
-        .unwrap()
-    };
+    let mk = |url: &str| plain_client(url);
     assert_eq!(
         mk("http://127.0.0.1:9/im").target("SdkAppid=1"),
         "http://127.0.0.1:9/im?SdkAppid=1"
@@ -125,15 +115,7 @@ async fn status_of_ignores_the_body_and_drops_a_connection_left_half_read() {
     use std::sync::atomic::Ordering;
     // Small, small, 1 MiB, small.
     let (addr, accepted) = sized_server(|n| if n == 2 { 1024 * 1024 } else { 100 }).await;
-    let client = UpstreamClient::new(&Upstream {
-        name: "u".into(),
-        url: format!("http://{addr}/im").parse().unwrap(),
-        timeout: None,
-        ca: None,
-        client_cert: None,
-        client_key: None,
-    })
-    .unwrap();
+    let client = plain_client(&format!("http://{addr}/im"));
     let limit = Some(Duration::from_secs(5));
     for _ in 0..2 {
         assert_eq!(client.status_of(&forward(), limit).await.unwrap(), 200);
@@ -152,17 +134,22 @@ async fn status_of_ignores_the_body_and_drops_a_connection_left_half_read() {
     );
     // `call` still bounds what it reads: the same answer is a body error.
     let (addr, _) = sized_server(|_| 1024 * 1024).await;
-    let client = UpstreamClient::new(&Upstream {
+    let client = plain_client(&format!("http://{addr}/im"));
+    assert!(matches!(
+        client.call(&forward(), 64 * 1024, limit).await,
+        Err(CallError::Body(_))
+    ));
+}
+
+/// A client for a plain upstream at `url`, with no settings of its own.
+fn plain_client(url: &str) -> UpstreamClient {
+    UpstreamClient::new(&Upstream {
         name: "u".into(),
-        url: format!("http://{addr}/im").parse().unwrap(),
+        url: url.parse().unwrap(),
         timeout: None,
         ca: None,
         client_cert: None,
         client_key: None,
     })
-    .unwrap();
-    assert!(matches!(
-        client.call(&forward(), 64 * 1024, limit).await,
-        Err(CallError::Body(_))
-    ));
+    .unwrap()
 }
