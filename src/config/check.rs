@@ -87,13 +87,7 @@ pub(super) fn resolve(
     let mut warnings = Vec::new();
 
     let listeners = listeners(&raw, base, &mut p, &mut warnings);
-    let admin = Admin {
-        addr: match &raw.admin {
-            Some(a) => p.addr("admin.addr", &a.addr),
-            None => None,
-        }
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
-    };
+    let admin = admin(&raw, &mut p);
     if admin.addr.port() != 0 && listeners.iter().any(|l| l.addr == admin.addr) {
         p.add(format!(
             "admin.addr {} is also a listener address",
@@ -101,8 +95,13 @@ pub(super) fn resolve(
         ));
     }
     if !admin.addr.ip().is_loopback() {
+        let unless = if admin.token.is_some() {
+            ""
+        } else {
+            " (set admin.token so that POST and DELETE need it)"
+        };
         warnings.push(format!(
-            "admin.addr {} is not a loopback address: /config and /reload become reachable from the network",
+            "admin.addr {} is not a loopback address: /config and /reload become reachable from the network{unless}",
             admin.addr
         ));
     }
@@ -183,6 +182,24 @@ fn listeners(
         out.push(Listener { name, addr, tls });
     }
     out
+}
+
+fn admin(raw: &RawConfig, p: &mut Problems<'_>) -> Admin {
+    let raw = raw.admin.as_ref();
+    let addr = raw
+        .and_then(|a| a.addr.as_deref())
+        .and_then(|a| p.addr("admin.addr", a))
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901)));
+    let token = raw
+        .and_then(|a| a.token.as_deref())
+        .map(|t| p.text("admin.token", t));
+    if matches!(&token, Some(t) if t.is_empty()) {
+        p.add("admin.token: empty token (remove the key to leave the admin address open)");
+    }
+    Admin {
+        addr,
+        token: token.map(Secret::new),
+    }
 }
 
 fn apps(raw: &RawConfig, p: &mut Problems<'_>) -> BTreeMap<u64, App> {

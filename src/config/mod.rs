@@ -84,6 +84,9 @@ pub struct ListenerTls {
 #[derive(Debug, Clone, Serialize)]
 pub struct Admin {
     pub addr: SocketAddr,
+    /// When set, the methods that change state need `Authorization:
+    /// Bearer <token>` (SPEC 6).
+    pub token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Serialize)]
