@@ -90,35 +90,6 @@ fn admin_defaults_to_localhost() {
 }
 
 #[test]
-fn the_admin_token_is_expanded_redacted_and_never_empty() {
-    let lookup = |n: &str| (n == "CG_ADMIN").then(|| "adm-from-env".to_string());
-    let text = GOOD.replace(
-        "  addr: \"127.0.0.1:19901\"\n",
-        "  addr: \"127.0.0.1:19901\"\n  token: \"${CG_ADMIN}\"\n",
-    );
-    let raw: schema::RawConfig = serde_saphyr::from_str(&text).unwrap();
-    let c = check::resolve(raw, Path::new("r.yaml"), Path::new("."), &lookup).unwrap();
-    assert_eq!(
-        c.admin.token.as_ref().map(Secret::expose),
-        Some("adm-from-env")
-    );
-    let shown = serde_json::to_string(&c).unwrap();
-    assert!(!shown.contains("adm-from-env") && !format!("{c:?}").contains("adm-from-env"));
-    assert!(shown.contains(r#""token":"<redacted>""#), "{shown}");
-    assert_eq!(parse(GOOD).unwrap().admin.token, None);
-    assert_problem(
-        &GOOD.replace(
-            "  addr: \"127.0.0.1:19901\"\n",
-            "  addr: \"127.0.0.1:19901\"\n  token: \"\"\n",
-        ),
-        "admin.token: empty token",
-    );
-    // The token alone: the address keeps its default.
-    let c = parse(&GOOD.replace("  addr: \"127.0.0.1:19901\"\n", "  token: t\n")).unwrap();
-    assert_eq!(c.admin.addr, "127.0.0.1:9901".parse().unwrap());
-}
-
-#[test]
 fn tokens_never_show_in_debug_or_json() {
     let c = parse(GOOD).unwrap();
     assert!(!format!("{c:?}").contains("plain-token"));
@@ -350,6 +321,8 @@ fn nats_secrets_never_reach_config_output() {
     );
     assert!(shown.contains("\"user\":\"im\""), "{shown}");
 }
+
+mod secrets;
 
 mod never_panics {
     use super::*;
