@@ -212,7 +212,12 @@ fn check(path: &Path) -> Result<(), Failure> {
     for l in &config.listeners {
         out!("  {} {} ({})", l.addr, l.mode(), l.name);
     }
-    out!("admin: {}", config.admin.addr);
+    let guarded = if config.admin.token.is_some() {
+        " (POST and DELETE need admin.token)"
+    } else {
+        ""
+    };
+    out!("admin: {}{guarded}", config.admin.addr);
     out!(
         "apps: {}",
         config
@@ -236,7 +241,12 @@ fn check(path: &Path) -> Result<(), Failure> {
     }
     out!("upstreams:");
     for u in config.upstreams.values() {
-        out!("  {} -> {}", u.name, u.url);
+        let basic = if u.credentials.is_some() {
+            " (credentials sent as Basic)"
+        } else {
+            ""
+        };
+        out!("  {} -> {}{basic}", u.name, u.url);
     }
     out!("routes (first match wins):");
     for r in &config.routes {

@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::schema::{RawConfig, RawDelivery, RawLimits, RawNats};
-use super::units::{expand_env, parse_duration, parse_size};
+use super::units::{Expanded, expand_env, parse_duration, parse_size};
 use super::*;
+
+mod upstreams;
+use upstreams::upstreams;
 
 /// Collects problems while resolving, so one pass reports all of them.
 struct Problems<'a> {
@@ -22,13 +25,20 @@ impl Problems<'_> {
 
     /// Expands `${VAR}` in a string value; unset variables become problems.
     fn text(&mut self, what: &str, value: &str) -> String {
+        self.expanded(what, value)
+            .map(|e| e.text)
+            .unwrap_or_default()
+    }
+
+    /// As `text`, keeping where the expanded values are.
+    fn expanded(&mut self, what: &str, value: &str) -> Option<Expanded> {
         match expand_env(value, self.lookup) {
-            Ok(v) => v,
-            Err(missing) => {
-                for m in missing {
+            Ok(v) => Some(v),
+            Err(problems) => {
+                for m in problems {
                     self.add(format!("{what}: {m}"));
                 }
-                String::new()
+                None
             }
         }
     }
@@ -87,13 +97,7 @@ pub(super) fn resolve(
     let mut warnings = Vec::new();
 
     let listeners = listeners(&raw, base, &mut p, &mut warnings);
-    let admin = Admin {
-        addr: match &raw.admin {
-            Some(a) => p.addr("admin.addr", &a.addr),
-            None => None,
-        }
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
-    };
+    let admin = admin(&raw, &mut p);
     if admin.addr.port() != 0 && listeners.iter().any(|l| l.addr == admin.addr) {
         p.add(format!(
             "admin.addr {} is also a listener address",
@@ -101,8 +105,13 @@ pub(super) fn resolve(
         ));
     }
     if !admin.addr.ip().is_loopback() {
+        let unless = if admin.token.is_some() {
+            ""
+        } else {
+            " (set admin.token so that POST and DELETE need it)"
+        };
         warnings.push(format!(
-            "admin.addr {} is not a loopback address: /config and /reload become reachable from the network",
+            "admin.addr {} is not a loopback address: /config and /reload become reachable from the network{unless}",
             admin.addr
         ));
     }
@@ -183,6 +192,24 @@ fn listeners(
         out.push(Listener { name, addr, tls });
     }
     out
+}
+
+fn admin(raw: &RawConfig, p: &mut Problems<'_>) -> Admin {
+    let raw = raw.admin.as_ref();
+    let addr = raw
+        .and_then(|a| a.addr.as_deref())
+        .and_then(|a| p.addr("admin.addr", a))
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901)));
+    let token = raw
+        .and_then(|a| a.token.as_deref())
+        .map(|t| p.text("admin.token", t));
+    if matches!(&token, Some(t) if t.is_empty()) {
+        p.add("admin.token: empty token (remove the key to leave the admin address open)");
+    }
+    Admin {
+        addr,
+        token: token.map(Secret::new),
+    }
 }
 
 fn apps(raw: &RawConfig, p: &mut Problems<'_>) -> BTreeMap<u64, App> {
@@ -461,82 +488,6 @@ fn delivery(raw: &RawDelivery, base: &Path, p: &mut Problems<'_>) -> Delivery {
         p.add("delivery.max_pending: must be above 0");
     }
     d
-}
-
-fn upstreams(
-    raw: &RawConfig,
-    base: &Path,
-    p: &mut Problems<'_>,
-    warnings: &mut Vec<String>,
-) -> BTreeMap<String, Upstream> {
-    let mut out = BTreeMap::new();
-    for (name, u) in &raw.upstreams {
-        let what = format!("upstreams.{name}");
-        let text = p.text(&format!("{what}.url"), &u.url);
-        let url = match text.parse::<http::Uri>() {
-            Ok(url)
-                if matches!(url.scheme_str(), Some("http" | "https")) && url.host().is_some() =>
-            {
-                url
-            }
-            Ok(_) => {
-                p.add(format!(
-                    "{what}.url: {text:?} must be an http:// or https:// URL with a host"
-                ));
-                continue;
-            }
-            Err(e) => {
-                p.add(format!("{what}.url: {text:?} is not a URL ({e})"));
-                continue;
-            }
-        };
-        let timeout = u
-            .timeout
-            .as_deref()
-            .map(|t| p.duration(&format!("{what}.timeout"), Some(t), Duration::ZERO));
-        if timeout == Some(Duration::ZERO) {
-            p.add(format!("{what}.timeout: must be above 0"));
-        }
-        let up = Upstream {
-            name: name.clone(),
-            timeout,
-            ca: u
-                .ca
-                .as_ref()
-                .map(|c| p.path(&format!("{what}.ca"), base, c)),
-            client_cert: u
-                .client_cert
-                .as_ref()
-                .map(|c| p.path(&format!("{what}.client_cert"), base, c)),
-            client_key: u
-                .client_key
-                .as_ref()
-                .map(|c| p.path(&format!("{what}.client_key"), base, c)),
-            url,
-        };
-        let identity = match (&up.client_cert, &up.client_key) {
-            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
-            (None, None) => None,
-            _ => {
-                p.add(format!("{what}: client_cert and client_key go together"));
-                None
-            }
-        };
-        if (up.url.scheme_str() == Some("https") || up.ca.is_some() || identity.is_some())
-            && let Err(e) = crate::tls::client_config(up.ca.as_deref(), identity)
-        {
-            p.add(format!("{what}: {e}"));
-        }
-        if let Some(w) = up
-            .client_key
-            .as_deref()
-            .and_then(crate::tls::loose_key_permissions)
-        {
-            warnings.push(format!("{what}.client_key: {w}"));
-        }
-        out.insert(name.clone(), up);
-    }
-    out
 }
 
 fn routes(

@@ -8,6 +8,9 @@
 mod check;
 mod schema;
 mod units;
+mod url;
+
+pub use url::{UpstreamUrl, UrlError};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -84,6 +87,9 @@ pub struct ListenerTls {
 #[derive(Debug, Clone, Serialize)]
 pub struct Admin {
     pub addr: SocketAddr,
+    /// When set, the methods that change state need `Authorization:
+    /// Bearer <token>` (SPEC 6).
+    pub token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -214,8 +220,11 @@ pub struct NatsTls {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Upstream {
     pub name: String,
-    #[serde(serialize_with = "units::uri_str")]
-    pub url: http::Uri,
+    /// Without the credentials; shown with expanded query values redacted.
+    pub url: UpstreamUrl,
+    /// `Basic base64(user:password)` from the URL's userinfo, sent as the
+    /// `Authorization` of every request to it.
+    pub credentials: Option<Secret>,
     #[serde(with = "units::opt_duration_str")]
     pub timeout: Option<Duration>,
     pub ca: Option<PathBuf>,
@@ -247,14 +256,44 @@ impl Config {
 
     /// Parses and validates YAML text as if it had been read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: schema::RawConfig = serde_saphyr::from_str(text)
-            .map_err(|e| ConfigError::one(format!("{}: {e}", path.display())))?;
+        let raw: schema::RawConfig =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::one(yaml_problem(&e, path)))?;
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         check::resolve(raw, path, &base, &|name| std::env::var(name).ok())
+    }
+}
+
+/// A YAML error as `path:line:column: message`. Never the parser's
+/// rendering with the source lines around the error: those may hold a
+/// token, and the problem goes to logs and to `/reload`'s answer.
+fn yaml_problem(e: &serde_saphyr::Error, path: &Path) -> String {
+    use serde_saphyr::MessageFormatter as _;
+    // The formatter expects the error the wrappers carry (alias sites,
+    // snippets), as the parser's own rendering unwraps them.
+    let mut inner = e;
+    while let serde_saphyr::Error::AliasError { error, .. }
+    | serde_saphyr::Error::WithSnippet { error, .. } = inner
+    {
+        inner = error;
+    }
+    let message = serde_saphyr::UserMessageFormatter.format_message(inner);
+    // Called directly, the formatter leaves control characters to us.
+    let message: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match e.location() {
+        Some(at) => format!(
+            "{}:{}:{}: {message}",
+            path.display(),
+            at.line(),
+            at.column()
+        ),
+        None => format!("{}: {message}", path.display()),
     }
 }
 

@@ -49,7 +49,8 @@ pub struct RawListenerTls {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
-    pub addr: String,
+    pub addr: Option<String>,
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

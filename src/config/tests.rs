@@ -322,6 +322,8 @@ fn nats_secrets_never_reach_config_output() {
     assert!(shown.contains("\"user\":\"im\""), "{shown}");
 }
 
+mod secrets;
+
 mod never_panics {
     use super::*;
     use proptest::prelude::*;

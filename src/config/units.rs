@@ -1,6 +1,7 @@
 //! Small value grammars of the config file: durations (`250ms`, `2s`),
 //! sizes (`256KiB`, `1MiB`) and `${VAR}` expansion.
 
+use std::ops::Range;
 use std::time::Duration;
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -15,39 +16,66 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("{text:?} is not a size such as 256KiB or 1MiB"))
 }
 
+/// A string value with `${NAME}` expanded, and where the expanded values
+/// are in it: values from the environment of a secret field must never be
+/// shown (SPEC 4.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expanded {
+    pub text: String,
+    /// Byte ranges of `text` that came from variables.
+    pub from_env: Vec<Range<usize>>,
+}
+
+impl Expanded {
+    /// Whether any byte of `range` came from a variable.
+    pub fn touches(&self, range: &Range<usize>) -> bool {
+        self.from_env
+            .iter()
+            .any(|r| r.start < range.end && range.start < r.end)
+    }
+}
+
 /// Replaces every `${NAME}` with `lookup(NAME)`. Every unset variable is
-/// reported, not only the first.
+/// reported, not only the first; an unterminated `${` or an empty name is
+/// an error too (taken literally, it would hide a typo).
 pub fn expand_env(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, Vec<String>> {
+) -> Result<Expanded, Vec<String>> {
     let mut out = String::with_capacity(text.len());
-    let mut missing = Vec::new();
+    let mut from_env = Vec::new();
+    let mut problems = Vec::new();
     let mut rest = text;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        match after.find('}') {
-            Some(end) => {
-                let name = &after[..end];
-                match lookup(name) {
-                    Some(value) => out.push_str(&value),
-                    None => missing.push(format!("environment variable {name} is not set")),
+        let Some(end) = after.find('}') else {
+            problems.push("unterminated ${ (write ${NAME})".to_string());
+            rest = "";
+            break;
+        };
+        let name = &after[..end];
+        if name.is_empty() {
+            problems.push("empty variable name in ${}".to_string());
+        } else {
+            match lookup(name) {
+                Some(value) => {
+                    from_env.push(out.len()..out.len() + value.len());
+                    out.push_str(&value);
                 }
-                rest = &after[end + 1..];
-            }
-            None => {
-                // An unterminated `${` is kept literally.
-                out.push_str(&rest[start..]);
-                rest = "";
+                None => problems.push(format!("environment variable {name} is not set")),
             }
         }
+        rest = &after[end + 1..];
     }
     out.push_str(rest);
-    if missing.is_empty() {
-        Ok(out)
+    if problems.is_empty() {
+        Ok(Expanded {
+            text: out,
+            from_env,
+        })
     } else {
-        Err(missing)
+        Err(problems)
     }
 }
 
@@ -76,10 +104,6 @@ pub mod opt_duration_str {
     }
 }
 
-pub fn uri_str<S: serde::Serializer>(u: &http::Uri, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(u)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,10 +121,34 @@ mod tests {
     #[test]
     fn env_expansion_reports_every_missing_variable() {
         let lookup = |n: &str| (n == "A").then(|| "x".to_string());
-        assert_eq!(expand_env("a${A}b${A}", &lookup), Ok("axbx".into()));
-        assert_eq!(expand_env("no vars", &lookup), Ok("no vars".into()));
+        let text = |t: &str| expand_env(t, &lookup).map(|e| e.text);
+        assert_eq!(text("a${A}b${A}"), Ok("axbx".into()));
+        assert_eq!(text("no vars"), Ok("no vars".into()));
+        assert_eq!(text("$A {A} $"), Ok("$A {A} $".into()));
         let err = expand_env("${B}-${C}", &lookup).unwrap_err();
         assert_eq!(err.len(), 2);
         assert!(err[0].contains('B') && err[1].contains('C'));
+    }
+
+    #[test]
+    fn env_expansion_records_where_values_came_from() {
+        let lookup = |n: &str| Some(format!("<{n}>"));
+        let e = expand_env("a${X}b${YY}", &lookup).unwrap();
+        assert_eq!(e.text, "a<X>b<YY>");
+        assert_eq!(e.from_env, vec![1..4, 5..9]);
+        assert!(e.touches(&(0..2)) && !e.touches(&(4..5)) && e.touches(&(8..20)));
+    }
+
+    #[test]
+    fn an_unterminated_or_empty_variable_is_an_error() {
+        let lookup = |_: &str| Some("v".to_string());
+        for (text, needle) in [
+            ("${NAME", "unterminated"),
+            ("a${A}${B", "unterminated"),
+            ("x${}y", "empty variable name"),
+        ] {
+            let err = expand_env(text, &lookup).unwrap_err();
+            assert!(err.iter().any(|e| e.contains(needle)), "{text}: {err:?}");
+        }
     }
 }

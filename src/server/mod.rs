@@ -5,7 +5,7 @@
 //! `listener` accepts, `conn` serves one connection (`activity` tells when
 //! it went idle), `callback` handles one request.
 
-mod activity;
+pub(crate) mod activity;
 pub mod callback;
 mod conn;
 mod listener;

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
@@ -99,6 +99,8 @@ pub struct UpstreamClient {
     /// of by the client on every request; HTTPS ones may speak HTTP/2, where
     /// the client sends `:authority` instead.
     host: Option<HeaderValue>,
+    /// `Basic ...` from the URL's credentials, built once.
+    authorization: Option<HeaderValue>,
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -120,7 +122,7 @@ impl UpstreamClient {
             (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
             _ => None,
         };
-        let url = &config.url;
+        let url = config.url.uri();
         let threads = crate::runtime::count() + 1;
         let transport = if url.scheme() == Some(&Scheme::HTTP) {
             let port = url.port_u16().unwrap_or(80);
@@ -136,7 +138,6 @@ impl UpstreamClient {
         } else {
             Transport::Tls(Self::tls_clients(config, identity, threads)?)
         };
-        let url = &config.url;
         let (Some(scheme), Some(authority)) = (url.scheme(), url.authority()) else {
             return Err(UpstreamError::Url {
                 name: config.name.clone(),
@@ -156,6 +157,19 @@ impl UpstreamClient {
                 })
             })
             .transpose()?;
+        let authorization = config
+            .credentials
+            .as_ref()
+            .map(|c| {
+                let mut v = HeaderValue::from_str(c.expose()).map_err(|_| UpstreamError::Url {
+                    name: config.name.clone(),
+                    reason: "credentials do not make a header value".into(),
+                })?;
+                // Kept out of HTTP/2 header compression tables.
+                v.set_sensitive(true);
+                Ok(v)
+            })
+            .transpose()?;
         Ok(Self {
             config: config.clone(),
             transport,
@@ -164,6 +178,7 @@ impl UpstreamClient {
             path: url.path().to_owned(),
             own_query: url.query().map(str::to_owned),
             host,
+            authorization,
         })
     }
 
@@ -304,9 +319,12 @@ impl UpstreamClient {
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
         let headers = request.headers_mut();
-        headers.reserve(6);
+        headers.reserve(7);
         if let Some(host) = &self.host {
             headers.insert(HOST, host.clone());
+        }
+        if let Some(authorization) = &self.authorization {
+            headers.insert(AUTHORIZATION, authorization.clone());
         }
         headers.insert(CONTENT_TYPE, APPLICATION_JSON);
         headers.insert(X_REQUEST_ID, fwd.request_id.clone());

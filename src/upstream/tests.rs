@@ -47,6 +47,14 @@ fn target_keeps_the_upstream_query() {
         "http://127.0.0.1:9/im?k=v&SdkAppid=1"
     );
     assert_eq!(mk("http://127.0.0.1:9").target(""), "http://127.0.0.1:9/");
+    // Credentials leave the URL for a header built once, marked sensitive.
+    let c = mk("http://us%65r:pw@127.0.0.1:9/im");
+    assert_eq!(c.target(""), "http://127.0.0.1:9/im");
+    assert_eq!(c.host.as_ref().unwrap(), "127.0.0.1:9");
+    let auth = c.authorization.as_ref().unwrap();
+    assert_eq!(auth, "Basic dXNlcjpwdw==");
+    assert!(auth.is_sensitive());
+    assert!(mk("http://127.0.0.1:9/im").authorization.is_none());
 }
 
 #[test]
@@ -143,9 +151,11 @@ async fn status_of_ignores_the_body_and_drops_a_connection_left_half_read() {
 
 /// A client for a plain upstream at `url`, with no settings of its own.
 fn plain_client(url: &str) -> UpstreamClient {
+    let (url, credentials) = crate::config::UpstreamUrl::parse(url).unwrap();
     UpstreamClient::new(&Upstream {
         name: "u".into(),
-        url: url.parse().unwrap(),
+        url,
+        credentials,
         timeout: None,
         ca: None,
         client_cert: None,
